@@ -1,0 +1,129 @@
+"""Command line: ``python -m membership_assets demo | simulators``.
+
+``demo`` runs the main jobs once on the embedded default (simulators, DuckDB, SQLite, outbox) and
+prints where everything went. ``simulators`` serves the simulated APIs for ``dagster dev``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def _dagster_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+    if not config.exists() and project_config.exists():
+        config.write_text(project_config.read_text())
+    return home
+
+
+def demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MEMBERSHIP_ENV", "local")
+    if os.environ["MEMBERSHIP_ENV"] != "local":
+        print("demo runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+        return 2
+    _dagster_home()
+    import dagster as dg
+
+    from .environment import state_dir
+    from .simulators.local import LocalSimulators
+
+    with LocalSimulators() as sims, dg.DagsterInstance.get() as instance:
+        from .definitions import defs
+
+        if sims.reused:
+            print(f"using the running simulators: {', '.join(sims.reused)}")
+        job = defs.resolve_job_def("action_builder_tag_sync")
+        run_config = {
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            "ops": {
+                "action_builder_campaign": {"config": {"mode": args.mode}},
+                "outdated_tagging_deletions": {"config": {"dry_run": not args.apply_deletions}},
+            },
+        }
+        result = job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            tags={"membership/source": "manual"},
+            raise_on_error=False,
+        )
+        summary = _ab_summary(result)
+        print(summary)
+        ok = result.success
+    print(f"state directory: {state_dir()}")
+    print(f"Dagster runs:    {os.environ['DAGSTER_HOME']} (browse with `dagster dev`)")
+    return 0 if ok else 1
+
+
+def _ab_summary(result) -> str:
+    lines = ["", "== Action Builder tag hygiene " + ("(succeeded)" if result.success else "(FAILED)")]
+    try:
+        scan = result.output_for_node("action_builder_campaign", "ab_scan")
+        lines.append(
+            f"scanned {scan['people']} people ({scan['mode']}), {scan['judged']} judged, "
+            f"{scan['requests']} requests ({scan['requests'] / max(scan['people'], 1):.2f}/person), "
+            f"{scan['rate_limited_429']} rate-limited, {scan['seconds']:.1f}s, strategy {scan['strategy']}"
+        )
+        mismatches = result.output_for_node("membership_mismatches", "membership_mismatches")
+        lines.append(
+            f"mismatches:      {len(mismatches)} ({int((~mismatches['inactive']).sum())} active members)"
+        )
+        lines.append(f"report CSV:      {result.output_for_node('mismatch_report')}")
+        for event in result.get_asset_materialization_events():
+            if event.asset_key == dg_key("mismatch_report_email"):
+                meta = event.materialization.metadata
+                if "message" in meta:
+                    lines.append(f"email (outbox):  {meta['message'].value}")
+        deletions = result.output_for_node("outdated_tagging_deletions")
+        counts = deletions["action"].value_counts().to_dict() if len(deletions) else {}
+        lines.append(f"tag cleanup:     {counts or 'nothing to delete'}")
+    except Exception as exc:  # a failed step leaves some outputs missing; say so, don't crash
+        lines.append(f"(incomplete: {exc})")
+    return "\n".join(lines)
+
+
+def dg_key(name: str):
+    import dagster as dg
+
+    return dg.AssetKey(name)
+
+
+def simulators(args: argparse.Namespace) -> int:
+    from .simulators.local import LocalSimulators
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalSimulators() as sims:
+        if sims.action_builder:
+            print(f"Action Builder simulator: {sims.action_builder.base_url}")
+        print("serving; Ctrl-C to stop (state is saved on exit)")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m membership_assets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="run the main jobs once on the embedded default")
+    p.add_argument("--mode", choices=["full", "incremental"], default="full")
+    p.add_argument(
+        "--apply-deletions", action="store_true", help="really delete outdated taggings in the simulator"
+    )
+    p.set_defaults(func=demo)
+    p = sub.add_parser("simulators", help="serve the simulated APIs for `dagster dev`")
+    p.set_defaults(func=simulators)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

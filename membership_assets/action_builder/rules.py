@@ -1,0 +1,248 @@
+"""Tag-hygiene rules: which people's own membership tags disagree with their unit connection.
+
+Semantics (reference: SGShuman/actionbuilder_updater, shared/reference/action-builder-api.md §3a),
+with the deliberate differences called out:
+
+* The truth is the person's first *active* "People + Units" connection: its unit entity's name,
+  and the "Membership Type" / "Membership Status" taggings on that connection. A person with no
+  active connection is an inactive member and is judged against their first (inactive) one.
+  (The reference read the type from the first connection even when inactive.)
+* People with no "People + Units" connection at all are not judged: there is no truth to compare
+  with, and a glitch in fetching connections must never wipe tags. (The reference flagged them as
+  "Unknown Unit" and deleted their tags.)
+* A field is only compared when the connection says something about it. Status is compared
+  "where present"; a connection without a type tagging leaves the type alone.
+* Only the outdated taggings are deleted: a person holding both the right and a stale unit tag
+  loses the stale one only. (The reference deleted both unit and type taggings of every mismatch.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .records import Connection, Person, Tagging, Unit
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """Action Builder field and connection-type names the organization uses."""
+
+    unit: str = "Bargaining Unit"
+    membership_type: str = "Membership Type"
+    membership_status: str = "Membership Status"
+    connection_type: str = "People + Units"
+
+    @property
+    def tag_fields(self) -> tuple[str, str, str]:
+        return (self.unit, self.membership_type, self.membership_status)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    person_id: str
+    given_name: str | None
+    family_name: str | None
+    browser_url: str | None
+    inactive: bool
+    unit_name: str | None
+    membership_type: str | None
+    membership_status: str | None
+    current_unit_name: str
+    current_membership_type: str
+    current_membership_status: str
+    reasons: tuple[str, ...]
+    outdated_taggings: tuple[Tagging, ...]
+
+
+@dataclass(frozen=True)
+class PlannedDeletion:
+    person_id: str
+    tagging_id: str
+    tag_id: str | None
+    field: str | None
+    value: str | None
+    expected_value: str | None
+    inactive: bool
+
+
+@dataclass
+class Evaluation:
+    mismatches: list[Mismatch] = field(default_factory=list)
+    people_evaluated: int = 0
+    inactive_members: int = 0
+    without_unit_connection: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+REPORT_COLUMNS = [
+    "uuid",
+    "unit_name",
+    "membership_type",
+    "membership_status",
+    "first_name",
+    "last_name",
+    "current_unit_name",
+    "current_membership_type",
+    "current_membership_status",
+    "mismatch_reasons",
+    "action_builder_url",
+]
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _single_value(taggings: Iterable[Tagging], field_name: str, person_id: str, notes: list[str]):
+    values = sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
+    if len(values) > 1:
+        notes.append(f"{person_id}: connection carries several {field_name!r} values {values}; not compared")
+        return None
+    return values[0] if values else None
+
+
+def evaluate(
+    people: Iterable[Person],
+    connections: Iterable[Connection],
+    units: Mapping[str, Unit],
+    taggings: Iterable[Tagging],
+    names: FieldNames = FieldNames(),
+) -> Evaluation:
+    """Compare every person's own tags with what their unit connection says."""
+    by_person: dict[str, list[Connection]] = defaultdict(list)
+    for conn in connections:
+        by_person[conn.person_id].append(conn)
+    by_item: dict[tuple[str, str], list[Tagging]] = defaultdict(list)
+    for tagging in taggings:
+        by_item[(tagging.item_type, tagging.item_id)].append(tagging)
+
+    result = Evaluation()
+    for person in people:
+        if not person.is_person:
+            continue
+        pid = person.person_id
+        unit_conns = sorted(
+            (c for c in by_person.get(pid, ()) if c.connection_type == names.connection_type),
+            key=lambda c: c.position,
+        )
+        if not unit_conns:
+            result.without_unit_connection.append(pid)
+            continue
+        result.people_evaluated += 1
+        active = [c for c in unit_conns if not c.inactive]
+        source = active[0] if active else unit_conns[0]
+        inactive = not active
+        result.inactive_members += inactive
+
+        unit = units.get(source.other_id or "")
+        expected = {
+            names.unit: _clean(unit.name) if unit else None,
+            names.membership_type: _single_value(
+                by_item.get(("connection", source.connection_id), ()),
+                names.membership_type,
+                pid,
+                result.notes,
+            ),
+            names.membership_status: _single_value(
+                by_item.get(("connection", source.connection_id), ()),
+                names.membership_status,
+                pid,
+                result.notes,
+            ),
+        }
+        if unit is None:
+            result.notes.append(f"{pid}: unit {source.other_id} unknown; unit not compared")
+
+        own = by_item.get(("person", pid), ())
+        current: dict[str, list[Tagging]] = {f: [t for t in own if t.field == f] for f in names.tag_fields}
+        reasons: list[str] = []
+        outdated: list[Tagging] = []
+        for fname, label in (
+            (names.unit, "unit"),
+            (names.membership_type, "type"),
+            (names.membership_status, "status"),
+        ):
+            want = expected[fname]
+            if want is None:
+                continue
+            stale = [t for t in current[fname] if _clean(t.value) != want]
+            if stale:
+                reasons.append(f"{label}_outdated")
+                outdated.extend(stale)
+            elif not current[fname]:
+                reasons.append(f"{label}_missing")
+        if not reasons:
+            continue
+
+        shown = {f: "; ".join(sorted({_clean(t.value) or "" for t in ts})) for f, ts in current.items()}
+        result.mismatches.append(
+            Mismatch(
+                person_id=pid,
+                given_name=person.given_name,
+                family_name=person.family_name,
+                browser_url=person.browser_url,
+                inactive=inactive,
+                unit_name=expected[names.unit],
+                membership_type=expected[names.membership_type],
+                membership_status=expected[names.membership_status],
+                current_unit_name=shown[names.unit],
+                current_membership_type=shown[names.membership_type],
+                current_membership_status=shown[names.membership_status],
+                reasons=tuple(reasons),
+                outdated_taggings=tuple(sorted(outdated, key=lambda t: t.tagging_id)),
+            )
+        )
+    result.mismatches.sort(key=lambda m: m.person_id)
+    return result
+
+
+def report_rows(mismatches: Iterable[Mismatch]) -> list[dict[str, str]]:
+    """The emailed CSV: active members only, the correct values, no internal tagging ids."""
+    rows = [
+        {
+            "uuid": m.person_id,
+            "unit_name": m.unit_name or "",
+            "membership_type": m.membership_type or "",
+            "membership_status": m.membership_status or "",
+            "first_name": m.given_name or "",
+            "last_name": m.family_name or "",
+            "current_unit_name": m.current_unit_name,
+            "current_membership_type": m.current_membership_type,
+            "current_membership_status": m.current_membership_status,
+            "mismatch_reasons": ", ".join(m.reasons),
+            "action_builder_url": m.browser_url or "",
+        }
+        for m in mismatches
+        if not m.inactive
+    ]
+    rows.sort(key=lambda r: (r["unit_name"], r["last_name"], r["first_name"], r["uuid"]))
+    return rows
+
+
+def plan_deletions(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[PlannedDeletion]:
+    """One deletion per outdated tagging, inactive members included (as the reference did)."""
+    plan = []
+    for m in mismatches:
+        expected = {
+            names.unit: m.unit_name,
+            names.membership_type: m.membership_type,
+            names.membership_status: m.membership_status,
+        }
+        plan.extend(
+            PlannedDeletion(
+                person_id=m.person_id,
+                tagging_id=t.tagging_id,
+                tag_id=t.tag_id,
+                field=t.field,
+                value=t.value,
+                expected_value=expected.get(t.field or ""),
+                inactive=m.inactive,
+            )
+            for t in m.outdated_taggings
+        )
+    return plan

@@ -1,0 +1,37 @@
+"""When tag hygiene runs: a daily incremental pass and a monthly full scan."""
+
+import os
+
+import dagster as dg
+
+from .assets import GROUP
+
+action_builder_tag_sync = dg.define_asset_job(
+    "action_builder_tag_sync",
+    selection=dg.AssetSelection.groups(GROUP).downstream(),
+    description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
+    tags={"membership/pipeline": "action_builder"},
+)
+
+
+def _run_config(mode: str) -> dict:
+    # Live deletions on a schedule only when the deployment opts in explicitly.
+    live = os.getenv("ACTION_BUILDER_APPLY_DELETIONS", "").strip().lower() in ("1", "true", "yes")
+    return {
+        "ops": {
+            "action_builder_campaign": {"config": {"mode": mode}},
+            "outdated_tagging_deletions": {"config": {"dry_run": not live}},
+        }
+    }
+
+
+@dg.schedule(job=action_builder_tag_sync, cron_schedule="0 6 * * *", execution_timezone="UTC")
+def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
+    """People modified since the last successful run."""
+    return dg.RunRequest(run_config=_run_config("incremental"), tags={"membership/mode": "incremental"})
+
+
+@dg.schedule(job=action_builder_tag_sync, cron_schedule="0 3 1 * *", execution_timezone="UTC")
+def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):
+    """Everyone in the campaign, as the reference script did on the 1st of the month."""
+    return dg.RunRequest(run_config=_run_config("full"), tags={"membership/mode": "full"})

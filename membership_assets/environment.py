@@ -1,0 +1,105 @@
+"""The one switch between the embedded default and production services.
+
+``MEMBERSHIP_ENV=local`` (default): the local Action Builder and Django simulators over HTTP,
+DuckDB for audit history, a SQLite members database and an .eml outbox, all under
+``MEMBERSHIP_STATE_DIR`` (default ``./.local``). No credentials needed.
+
+``MEMBERSHIP_ENV=production``: the real services, configured by environment variables; secrets
+follow the ``{NAME}_PASSWORD`` convention and are read at run launch (``EnvVar``), never shown in
+the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_gcp import BigQueryResource
+
+from .action_builder.resources import ActionBuilderResource
+from .notify.resources import FileOutboxEmail, Recipients, SendGridEmail
+from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
+
+LOCAL = "local"
+PRODUCTION = "production"
+
+# Fixed loopback ports, so `python -m membership_assets simulators` and `dagster dev` meet.
+ACTION_BUILDER_SIM_PORT = 8765
+DJANGO_SIM_PORT = 8766
+SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not a secret: the simulator's own token
+
+
+def get_environment() -> str:
+    env = os.getenv("MEMBERSHIP_ENV", LOCAL).strip().lower()
+    if env not in (LOCAL, PRODUCTION):
+        raise ValueError(f"MEMBERSHIP_ENV must be {LOCAL!r} or {PRODUCTION!r}, not {env!r}")
+    return env
+
+
+def state_dir() -> Path:
+    return Path(os.getenv("MEMBERSHIP_STATE_DIR", ".local")).resolve()
+
+
+def local_rate_limit() -> float:
+    """The simulator enforces this and the client paces to it (production: 4 req/s)."""
+    return float(os.getenv("ACTION_BUILDER_RATE_LIMIT", "100"))
+
+
+def local_resources() -> dict[str, Any]:
+    state = state_dir()
+    ab_url = os.getenv("ACTION_BUILDER_BASE_URL", f"http://127.0.0.1:{ACTION_BUILDER_SIM_PORT}/api/rest/v1")
+    return {
+        "action_builder": ActionBuilderResource(
+            credentials=json.dumps({"api_token": SIMULATED_AB_TOKEN, "subdomain": "simulated"}),
+            base_url=ab_url,
+            campaign_id=os.getenv("ACTION_BUILDER_CAMPAIGN_ID", ""),
+            rate_limit=local_rate_limit(),
+            checkpoint_path=str(state / "checkpoints" / "action_builder.sqlite"),
+            reports_dir=str(state / "reports"),
+        ),
+        "email": FileOutboxEmail(directory=str(state / "outbox"), from_address="membership-sync@localhost"),
+        "recipients": Recipients(
+            tag_report=os.getenv("REPORT_RECIPIENTS", "organizers@example.org"),
+            admins=os.getenv("ADMIN_EMAILS", "admins@example.org"),
+        ),
+        "warehouse": DuckDBWarehouse(path=str(state / "warehouse.duckdb")),
+    }
+
+
+def _secret(name: str) -> Any:
+    """EnvVar when set (resolved at launch, hidden in the UI), else empty (optional secrets)."""
+    return dg.EnvVar(name) if os.getenv(name) else ""
+
+
+def production_resources() -> dict[str, Any]:
+    state = state_dir()
+    return {
+        "action_builder": ActionBuilderResource(
+            credentials=dg.EnvVar("ACTION_BUILDER_CREDENTIALS_PASSWORD"),
+            campaign_id=os.getenv("ACTION_BUILDER_CAMPAIGN_ID", ""),
+            rate_limit=float(os.getenv("ACTION_BUILDER_RATE_LIMIT", "4")),
+            checkpoint_path=str(state / "checkpoints" / "action_builder.sqlite"),
+            reports_dir=str(state / "reports"),
+        ),
+        "email": SendGridEmail(
+            api_key=dg.EnvVar("SENDGRID_API_KEY_PASSWORD"),
+            from_address=os.getenv("EMAIL_FROM", "membership-sync@example.org"),
+        ),
+        "recipients": Recipients(
+            tag_report=os.getenv("REPORT_RECIPIENTS", ""), admins=os.getenv("ADMIN_EMAILS", "")
+        ),
+        "warehouse": BigQueryWarehouse(
+            bigquery=BigQueryResource(
+                project=os.getenv("BIGQUERY_PROJECT"), location=os.getenv("BIGQUERY_LOCATION")
+            ),
+            dataset=os.getenv("BIGQUERY_DATASET", "membership_audit"),
+            credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD"),
+        ),
+    }
+
+
+def resources_for(env: str | None = None) -> dict[str, Any]:
+    return production_resources() if (env or get_environment()) == PRODUCTION else local_resources()

@@ -1,0 +1,40 @@
+"""Tell the admins when any membership job fails (aborted sync, blocked cleanup, dead API)."""
+
+import dagster as dg
+
+from .resources import EmailSender, Recipients
+
+
+def failure_message(job_name: str, run_id: str, error: str | None) -> tuple[str, str]:
+    subject = f"[membership_assets] {job_name} failed"
+    body = (
+        f"Run {run_id} of {job_name} failed.\n\n"
+        f"{error or 'No error message was recorded.'}\n\n"
+        "Nothing was half-applied: member syncs commit in one transaction and tag cleanup records "
+        "every action in the audit warehouse. Open the run in Dagster for the full log.\n"
+    )
+    return subject, body
+
+
+@dg.run_failure_sensor(
+    name="email_admins_on_failure",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Emails the admins (ADMIN_EMAILS) when any job in this code location fails.",
+)
+def email_admins_on_failure(context: dg.RunFailureSensorContext, email: EmailSender, recipients: Recipients):
+    to = recipients.admin_list
+    if not to:
+        return dg.SkipReason("no admin recipients configured (ADMIN_EMAILS)")
+    run = context.dagster_run
+    details = [context.failure_event.message] if context.failure_event else []
+    for record in context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        while error is not None and error.cause is not None:  # unwrap Dagster's step wrapper
+            error = error.cause
+        if error is not None:
+            details.append(f"{event.step_key}: {error.message.strip()}")
+    subject, body = failure_message(run.job_name, run.run_id, "\n".join(details) or None)
+    email.send(to, subject, body)
+    return None

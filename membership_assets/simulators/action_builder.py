@@ -1,0 +1,402 @@
+"""Action Builder API v1 simulator: the documented endpoints and shapes, served over real HTTP.
+
+Shapes follow shared/reference/action-builder-api.md: HAL+JSON, ``osdi:people`` / ``osdi:tags`` /
+``osdi:taggings`` and ``action_builder:campaigns`` / ``action_builder:connections`` embedded keys,
+25-per-page cap, ``total_pages``, ``_embedded`` omitted on empty results, ``OSDI-API-Token`` auth,
+``filter=modified_date gt '...'`` on people, 4 requests/second answered with 429 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .action_builder_seed import CampaignData, SeedConfig, generate_campaign, iso, parse_ts
+from .http import Request, Response, SimulatorServer, json_error
+
+API_PREFIX = "/api/rest/v1"
+MAX_PAGE = 25
+DEFAULT_TOKEN = "simulated-action-builder-token"
+
+_FILTER_CLAUSE = re.compile(r"^\s*([\w:]+)\s+(eq|ne|gt|ge|lt|le)\s+'((?:[^']|'')*)'\s*$")
+_FILTERABLE_DATES = {"modified_date": "modified", "created_date": "created"}
+_OPS = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+
+class ActionBuilderSimulator:
+    """In-memory campaign + HTTP front end. Thread-safe; state can be saved between runs."""
+
+    def __init__(
+        self,
+        data: CampaignData | None = None,
+        *,
+        token: str = DEFAULT_TOKEN,
+        rate_limit: float | None = 4.0,
+        burst: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tagging_tag_links: bool = False,
+    ):
+        self.data = data or generate_campaign(SeedConfig())
+        self.token = token
+        # Whether taggings carry an osdi:tag link is undocumented; off by default so the client
+        # must resolve tag ids the safe way (from the campaign's tag catalog).
+        self.tagging_tag_links = tagging_tag_links
+        self._lock = threading.RLock()
+        self._index()
+        self.server = SimulatorServer(
+            self.handle, name="action_builder", host=host, port=port, rate_limit=rate_limit, burst=burst
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url + API_PREFIX
+
+    @property
+    def credentials_json(self) -> str:
+        import json
+
+        return json.dumps({"api_token": self.token, "subdomain": self.data.subdomain})
+
+    def start(self) -> ActionBuilderSimulator:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> ActionBuilderSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            self.data.save(path)
+
+    @property
+    def faults(self):
+        return self.server.faults
+
+    @property
+    def requests(self):
+        return self.server.log
+
+    # -- indexes ------------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        d = self.data
+        self._conns_by_entity: dict[str, list[str]] = defaultdict(list)
+        for cid, c in d.connections.items():
+            self._conns_by_entity[c["a"]].append(cid)
+            self._conns_by_entity[c["b"]].append(cid)
+        self._taggings_by_item: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self._taggings_by_tag: dict[str, list[str]] = defaultdict(list)
+        for tgid, t in d.taggings.items():
+            self._taggings_by_item[(t["item_type"], t["item_id"])].append(tgid)
+            self._taggings_by_tag[t["tag_id"]].append(tgid)
+
+    # -- direct (test) helpers ---------------------------------------------------------------------
+
+    def taggings_of(self, item_type: str, item_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self.data.taggings[t] for t in self._taggings_by_item.get((item_type, item_id), [])]
+
+    def tagging_exists(self, tagging_id: str) -> bool:
+        with self._lock:
+            return tagging_id in self.data.taggings
+
+    def add_tagging(self, item_type: str, item_id: str, tag_id: str, tagging_id: str) -> None:
+        with self._lock:
+            self.data.taggings[tagging_id] = {
+                "id": tagging_id,
+                "tag_id": tag_id,
+                "item_type": item_type,
+                "item_id": item_id,
+                "created": iso(datetime.now(UTC)),
+            }
+            self._taggings_by_item[(item_type, item_id)].append(tagging_id)
+            self._taggings_by_tag[tag_id].append(tagging_id)
+
+    def touch(self, entity_id: str, when: datetime | None = None) -> None:
+        with self._lock:
+            self.data.entities[entity_id]["modified"] = iso(when or datetime.now(UTC))
+
+    # -- HAL rendering ---------------------------------------------------------------------------
+
+    def _href(self, path: str) -> str:
+        return f"{self.base_url}/campaigns/{self.data.campaign_id}{path}"
+
+    def _entity_json(self, eid: str) -> dict[str, Any]:
+        e = self.data.entities[eid]
+        out: dict[str, Any] = {
+            "origin_system": "Action Builder",
+            "identifiers": [*e.get("custom_ids", []), f"action_builder:{eid}"],
+            "created_date": e["created"],
+            "modified_date": e["modified"],
+            "action_builder:entity_type": e["entity_type"],
+            "browser_url": (
+                f"https://{self.data.subdomain}.actionbuilder.org/entity/view/{e['browser_n']}"
+                f"/profile?campaignId=1"
+            ),
+            "_links": {
+                "self": {"href": self._href(f"/people/{eid}")},
+                "action_builder:connections": {"href": self._href(f"/people/{eid}/connections")},
+                "osdi:taggings": {"href": self._href(f"/people/{eid}/taggings")},
+            },
+        }
+        if "name" in e:
+            out["action_builder:name"] = e["name"]
+        else:
+            out["given_name"] = e.get("given_name")
+            out["family_name"] = e.get("family_name")
+        return out
+
+    def _connection_json(self, cid: str, viewer: str) -> dict[str, Any]:
+        c = self.data.connections[cid]
+        other = c["b"] if c["a"] == viewer else c["a"]
+        return {
+            "origin_system": "Action Builder",
+            "identifiers": [f"action_builder:{cid}"],
+            "created_date": c["created"],
+            "modified_date": c.get("modified", c["created"]),
+            "connection_type": c["type"],
+            "person_id": other,
+            "inactive": c["inactive"],
+            "_links": {
+                "self": {"href": self._href(f"/people/{viewer}/connections/{cid}")},
+                "osdi:person": {"href": self._href(f"/people/{other}")},
+                "osdi:taggings": {"href": self._href(f"/connections/{cid}/taggings")},
+            },
+        }
+
+    def _tag_json(self, tid: str) -> dict[str, Any]:
+        t = self.data.tags[tid]
+        return {
+            "origin_system": "Action Builder",
+            "identifiers": [f"action_builder:{tid}"],
+            "created_date": t["created"],
+            "modified_date": t["created"],
+            "name": t["name"],
+            "action_builder:section": t["section"],
+            "action_builder:field": t["field"],
+            "action_builder:field_type": t["field_type"],
+            "action_builder:locked": False,
+            "action_builder:allow_multiple_responses": True,
+            "_links": {
+                "self": {"href": self._href(f"/tags/{tid}")},
+                "osdi:taggings": {"href": self._href(f"/tags/{tid}/taggings")},
+            },
+        }
+
+    def _tagging_json(self, tgid: str) -> dict[str, Any]:
+        t = self.data.taggings[tgid]
+        tag = self.data.tags[t["tag_id"]]
+        links: dict[str, Any] = {"self": {"href": self._href(f"/tags/{t['tag_id']}/taggings/{tgid}")}}
+        if self.tagging_tag_links:
+            links["osdi:tag"] = {"href": self._href(f"/tags/{t['tag_id']}")}
+        if t["item_type"] == "connection":
+            conn = self.data.connections[t["item_id"]]
+            links["action_builder:connection"] = {
+                "href": self._href(f"/people/{conn['a']}/connections/{t['item_id']}")
+            }
+        else:
+            links["osdi:person"] = {"href": self._href(f"/people/{t['item_id']}")}
+        return {
+            "origin_system": "Action Builder",
+            "identifiers": [f"action_builder:{tgid}"],
+            "created_date": t["created"],
+            "modified_date": t["created"],
+            "action_builder:section": tag["section"],
+            "action_builder:field": tag["field"],
+            "action_builder:name": tag["name"],
+            "action_builder:field_type": tag["field_type"],
+            "item_type": t["item_type"],
+            "_links": links,
+        }
+
+    def _page(self, req: Request, key: str, items: list[Any], render, self_path: str, route: str) -> Response:
+        try:
+            page = int(req.query.get("page", "1"))
+            per_page = min(int(req.query.get("per_page", str(MAX_PAGE))), MAX_PAGE)
+        except ValueError:
+            return json_error(400, "page and per_page must be integers", route)
+        if page < 1 or per_page < 1:
+            return json_error(400, "page and per_page must be positive", route)
+        total_pages = math.ceil(len(items) / per_page)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        body: dict[str, Any] = {
+            "per_page": per_page,
+            "page": page,
+            "total_pages": total_pages,
+            "_links": {"self": {"href": self._href(self_path)}},
+        }
+        if total_pages:
+            body["_embedded"] = {key: [render(i) for i in chunk]}
+        if page < total_pages:
+            body["_links"]["next"] = {"href": self._href(f"{self_path}?page={page + 1}&per_page={per_page}")}
+        return Response(body=body, route=route)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        if not req.path.startswith(API_PREFIX):
+            return json_error(404, "Not found")
+        if req.header("osdi-api-token") != self.token:
+            return json_error(401, "Invalid or missing OSDI-API-Token", "unauthorized")
+        path = req.path[len(API_PREFIX) :].rstrip("/")
+        with self._lock:
+            return self._route(req, path)
+
+    def _route(self, req: Request, path: str) -> Response:
+        d = self.data
+        if path == "":
+            return Response(body={"motd": "Action Builder simulator", "max_pagesize": MAX_PAGE}, route="aep")
+        if path == "/campaigns":
+            return self._page(
+                req,
+                "action_builder:campaigns",
+                [d.campaign_id],
+                lambda _: {
+                    "identifiers": [f"action_builder:{d.campaign_id}"],
+                    "name": d.campaign_name,
+                },
+                "",
+                "campaigns",
+            )
+        m = re.fullmatch(r"/campaigns/([^/]+)(/.*)?", path)
+        if not m:
+            return json_error(404, "Not found")
+        if m.group(1) != d.campaign_id:
+            return json_error(404, "Campaign not found")
+        rest = m.group(2) or ""
+        if req.method == "DELETE":
+            return self._delete(rest)
+        if req.method != "GET":
+            return json_error(405, "Method not allowed")
+        if rest == "":
+            return Response(
+                body={"identifiers": [f"action_builder:{d.campaign_id}"], "name": d.campaign_name},
+                route="campaign",
+            )
+        if rest == "/people":
+            try:
+                ids = self._filter_people(req.query.get("filter"))
+            except ValueError as exc:
+                return json_error(400, str(exc), "people_page")
+            return self._page(req, "osdi:people", ids, self._entity_json, "/people", "people_page")
+        if rest == "/tags":
+            return self._page(req, "osdi:tags", list(d.tag_order), self._tag_json, "/tags", "tags_page")
+        if mm := re.fullmatch(r"/people/([^/]+)", rest):
+            if mm.group(1) not in d.entities:
+                return json_error(404, "Entity not found", "entity")
+            return Response(body=self._entity_json(mm.group(1)), route="entity")
+        if mm := re.fullmatch(r"/people/([^/]+)/connections", rest):
+            eid = mm.group(1)
+            if eid not in d.entities:
+                return json_error(404, "Entity not found", "connections")
+            return self._page(
+                req,
+                "action_builder:connections",
+                list(self._conns_by_entity.get(eid, [])),
+                lambda cid: self._connection_json(cid, eid),
+                f"/people/{eid}/connections",
+                "connections",
+            )
+        if mm := re.fullmatch(r"/people/([^/]+)/taggings", rest):
+            eid = mm.group(1)
+            if eid not in d.entities:
+                return json_error(404, "Entity not found", "person_taggings")
+            return self._page(
+                req,
+                "osdi:taggings",
+                list(self._taggings_by_item.get(("person", eid), [])),
+                self._tagging_json,
+                f"/people/{eid}/taggings",
+                "person_taggings",
+            )
+        if mm := re.fullmatch(r"/connections/([^/]+)/taggings", rest):
+            cid = mm.group(1)
+            if cid not in d.connections:
+                return json_error(404, "Connection not found", "connection_taggings")
+            return self._page(
+                req,
+                "osdi:taggings",
+                list(self._taggings_by_item.get(("connection", cid), [])),
+                self._tagging_json,
+                f"/connections/{cid}/taggings",
+                "connection_taggings",
+            )
+        if mm := re.fullmatch(r"/tags/([^/]+)", rest):
+            if mm.group(1) not in d.tags:
+                return json_error(404, "Tag not found", "tag")
+            return Response(body=self._tag_json(mm.group(1)), route="tag")
+        if mm := re.fullmatch(r"/tags/([^/]+)/taggings", rest):
+            tid = mm.group(1)
+            if tid not in d.tags:
+                return json_error(404, "Tag not found", "tag_taggings_page")
+            return self._page(
+                req,
+                "osdi:taggings",
+                list(self._taggings_by_tag.get(tid, [])),
+                self._tagging_json,
+                f"/tags/{tid}/taggings",
+                "tag_taggings_page",
+            )
+        return json_error(404, "Not found")
+
+    def _filter_people(self, expr: str | None) -> list[str]:
+        ids = list(self.data.entity_order)
+        if not expr:
+            return ids
+        for clause in re.split(r"\s+and\s+", expr.strip()):
+            m = _FILTER_CLAUSE.match(clause)
+            if not m:
+                raise ValueError(f"Unsupported filter: {clause!r}")
+            fname, op, raw = m.group(1), m.group(2), m.group(3).replace("''", "'")
+            if fname not in _FILTERABLE_DATES:
+                raise ValueError(f"Unsupported filter field: {fname}")
+            try:
+                bound = parse_ts(raw if "T" in raw else raw + "T00:00:00Z")
+            except ValueError as exc:
+                raise ValueError(f"Invalid date in filter: {raw!r}") from exc
+            if bound.tzinfo is None:
+                bound = bound.replace(tzinfo=UTC)
+            key = _FILTERABLE_DATES[fname]
+            compare = _OPS[op]
+            ids = [i for i in ids if compare(parse_ts(self.data.entities[i][key]), bound)]
+        return ids
+
+    def _delete(self, rest: str) -> Response:
+        m = re.fullmatch(r"/tags/([^/]+)/taggings/([^/]+)", rest) or re.fullmatch(
+            r"/people/([^/]+)/taggings/([^/]+)", rest
+        )
+        if not m:
+            return json_error(405, "Method not allowed")
+        owner, tgid = m.group(1), m.group(2)
+        t = self.data.taggings.get(tgid)
+        by_tag = rest.startswith("/tags/")
+        if t is None or (by_tag and t["tag_id"] != owner) or (not by_tag and t["item_id"] != owner):
+            return json_error(404, "Tagging not found", "delete_tagging")
+        del self.data.taggings[tgid]
+        self._taggings_by_item[(t["item_type"], t["item_id"])].remove(tgid)
+        self._taggings_by_tag[t["tag_id"]].remove(tgid)
+        return Response(
+            body={"message": "Tag has been removed from Taggable Logbook"}, route="delete_tagging"
+        )

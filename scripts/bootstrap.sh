@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11+ and install this project with its test extras.
+# Idempotent: reinstalls only when pyproject.toml changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+"$PY" - <<'PYCHECK' || { echo "membership_assets needs Python 3.11+ (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PYCHECK
+
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $("$PY" --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.membership_assets_installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "installing membership_assets and its dependencies into .venv (first run takes a minute)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import membership_assets, dagster, pytest" || { echo "installation failed" >&2; exit 1; }
+  touch "$stamp"
+fi
