@@ -36,31 +36,64 @@ def demo(args: argparse.Namespace) -> int:
     from .environment import state_dir
     from .simulators.local import LocalSimulators
 
-    with LocalSimulators() as sims, dg.DagsterInstance.get() as instance:
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    with LocalSimulators(advance_registry=True) as sims, dg.DagsterInstance.get() as instance:
         from .definitions import defs
 
         if sims.reused:
             print(f"using the running simulators: {', '.join(sims.reused)}")
-        job = defs.resolve_job_def("action_builder_tag_sync")
-        run_config = {
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        registry = defs.resolve_job_def("registry_sync").execute_in_process(
+            run_config=quiet, instance=instance, tags={"membership/source": "manual"}, raise_on_error=False
+        )
+        ab_config = {
+            **quiet,
             "ops": {
                 "action_builder_campaign": {"config": {"mode": args.mode}},
                 "outdated_tagging_deletions": {"config": {"dry_run": not args.apply_deletions}},
             },
         }
-        result = job.execute_in_process(
-            run_config=run_config,
+        tags = defs.resolve_job_def("action_builder_tag_sync").execute_in_process(
+            run_config=ab_config,
             instance=instance,
             tags={"membership/source": "manual"},
             raise_on_error=False,
         )
-        summary = _ab_summary(result)
-        print(summary)
-        ok = result.success
-    print(f"state directory: {state_dir()}")
+        print(_registry_summary(registry, sims.registry_churn))
+        print(_ab_summary(tags))
+        ok = registry.success and tags.success
+    print(f"\nstate directory: {state_dir()}")
     print(f"Dagster runs:    {os.environ['DAGSTER_HOME']} (browse with `dagster dev`)")
     return 0 if ok else 1
+
+
+def _registry_summary(result, churn) -> str:
+    lines = ["", "== Registry -> voting eligibility " + ("(succeeded)" if result.success else "(FAILED)")]
+    if churn:
+        lines.append(
+            f"upstream since last demo run: {churn['joined']} joined, {churn['left']} left, {churn['changed']} changed email"
+        )
+    try:
+        raw = result.output_for_node("django_members")
+        rejects = result.output_for_node("registry_validation", "member_rejects")
+        sync = result.output_for_node("membership_sync")
+        log = sync["log"]
+        lines.append(
+            f"registry listed: {len(raw)} rows, {len(rejects)} quarantined ({', '.join(sorted(set(rejects['reasons'])))})"
+        )
+        lines.append(
+            f"sync {sync['sync_id']}: {log['status']}, +{log['members_added']} added, "
+            f"-{log['members_removed']} removed, ~{log['members_updated']} changed"
+        )
+        from .environment import local_resources
+
+        store = local_resources()["members_db"].store()
+        view = store.eligibility()
+        lines.append(
+            f"member_eligibility: {int(view['eligible'].sum())} eligible, {len(view)} listed ({store.engine.url})"
+        )
+    except Exception as exc:  # a failed step leaves some outputs missing; say so, don't crash
+        lines.append(f"(incomplete: {exc})")
+    return "\n".join(lines)
 
 
 def _ab_summary(result) -> str:
@@ -104,6 +137,8 @@ def simulators(args: argparse.Namespace) -> int:
     with LocalSimulators() as sims:
         if sims.action_builder:
             print(f"Action Builder simulator: {sims.action_builder.base_url}")
+        if sims.django:
+            print(f"Django registry simulator: {sims.django.base_url}/api/members/eligible")
         print("serving; Ctrl-C to stop (state is saved on exit)")
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()

@@ -5,17 +5,20 @@ from typing import Any
 
 import dagster as dg
 
-from .action_builder.definitions import defs as action_builder_defs
+# Modules, not their `defs`: Dagster allows one Definitions object at module scope here.
+from .action_builder import definitions as action_builder
 from .environment import resources_for
-from .notify.definitions import defs as notify_defs
-from .warehouse.definitions import defs as warehouse_defs
+from .notify import definitions as notify
+from .registry import definitions as registry
+from .warehouse import definitions as warehouse
 
 
 def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
     return dg.Definitions.merge(
-        action_builder_defs,
-        warehouse_defs,
-        notify_defs,
+        action_builder.defs,
+        registry.defs,
+        warehouse.defs,
+        notify.defs,
         # One process per run: the scan shares one rate limiter, and DuckDB allows one writer.
         dg.Definitions(resources=dict(resources), executor=dg.in_process_executor),
     )

@@ -21,6 +21,7 @@ from dagster_gcp import BigQueryResource
 
 from .action_builder.resources import ActionBuilderResource
 from .notify.resources import FileOutboxEmail, Recipients, SendGridEmail
+from .registry.resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 
 LOCAL = "local"
@@ -29,7 +30,8 @@ PRODUCTION = "production"
 # Fixed loopback ports, so `python -m membership_assets simulators` and `dagster dev` meet.
 ACTION_BUILDER_SIM_PORT = 8765
 DJANGO_SIM_PORT = 8766
-SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not a secret: the simulator's own token
+SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not secrets: the simulators' own tokens
+SIMULATED_DJANGO_TOKEN = "simulated-django-token"
 
 
 def get_environment() -> str:
@@ -66,7 +68,27 @@ def local_resources() -> dict[str, Any]:
             admins=os.getenv("ADMIN_EMAILS", "admins@example.org"),
         ),
         "warehouse": DuckDBWarehouse(path=str(state / "warehouse.duckdb")),
+        "django": DjangoRegistryResource(
+            base_url=os.getenv("DJANGO_API_URL", f"http://127.0.0.1:{DJANGO_SIM_PORT}"),
+            api_key=SIMULATED_DJANGO_TOKEN,
+        ),
+        "members_db": MembersDatabase(
+            url=os.getenv("MEMBERS_DB_URL", f"sqlite:///{state / 'members.sqlite'}")
+        ),
+        "registry_policy": registry_policy(),
     }
+
+
+def registry_policy() -> RegistrySyncPolicy:
+    """Guard thresholds, each overridable by an environment variable."""
+    defaults = RegistrySyncPolicy()
+    return RegistrySyncPolicy(
+        max_removals=int(os.getenv("REGISTRY_MAX_REMOVALS", defaults.max_removals)),
+        max_removal_fraction=float(os.getenv("REGISTRY_MAX_REMOVAL_FRACTION", defaults.max_removal_fraction)),
+        max_shrink_fraction=float(os.getenv("REGISTRY_MAX_SHRINK_FRACTION", defaults.max_shrink_fraction)),
+        max_reject_fraction=float(os.getenv("REGISTRY_MAX_REJECT_FRACTION", defaults.max_reject_fraction)),
+        status_map=os.getenv("REGISTRY_STATUS_MAP", defaults.status_map),
+    )
 
 
 def _secret(name: str) -> Any:
@@ -98,6 +120,14 @@ def production_resources() -> dict[str, Any]:
             dataset=os.getenv("BIGQUERY_DATASET", "membership_audit"),
             credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD"),
         ),
+        "django": DjangoRegistryResource(
+            base_url=dg.EnvVar("DJANGO_API_URL"),
+            api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
+            auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
+            members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
+        ),
+        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL")),
+        "registry_policy": registry_policy(),
     }
 
 

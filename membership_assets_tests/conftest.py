@@ -56,7 +56,13 @@ def warehouse(tmp_path) -> DuckDBWarehouse:
 
 
 @pytest.fixture
-def local_resources(ab_resource, outbox, warehouse) -> dict:
+def local_resources(ab_resource, outbox, warehouse, tmp_path) -> dict:
+    from membership_assets.registry.resources import (
+        DjangoRegistryResource,
+        MembersDatabase,
+        RegistrySyncPolicy,
+    )
+
     return {
         "action_builder": ab_resource,
         "email": FileOutboxEmail(directory=str(outbox)),
@@ -64,6 +70,10 @@ def local_resources(ab_resource, outbox, warehouse) -> dict:
             tag_report="organizers@example.org, steward@example.org", admins="admins@example.org"
         ),
         "warehouse": warehouse,
+        # The registry's resources, never reached by Action Builder jobs (that port is closed).
+        "django": DjangoRegistryResource(base_url="http://127.0.0.1:9", api_key="unused"),
+        "members_db": MembersDatabase(url=f"sqlite:///{tmp_path / 'members.sqlite'}"),
+        "registry_policy": RegistrySyncPolicy(),
     }
 
 
@@ -74,5 +84,99 @@ def defs(local_resources) -> dg.Definitions:
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as inst:
+    # In memory: runs, events and sensor state behave the same, without Dagster's own SQLite
+    # event log paying a disk sync per event (that made up most of each job's test time).
+    with dg.DagsterInstance.ephemeral() as inst:
         yield inst
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+POSTGRES_URL_ENV = "MEMBERS_TEST_DB_URL"
+
+
+def _postgres_url(worker_id: str) -> str:
+    """A database of this xdist worker's own on the test Postgres (scripts/postgres.sh)."""
+    import os
+
+    import sqlalchemy as sa
+
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_URL_ENV} not set: run the suite with scripts/test.sh to get a real Postgres")
+    url = sa.make_url(base)
+    name = f"{url.database}_{worker_id}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def members_db_url(request, tmp_path, worker_id):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'members.sqlite'}"
+        return
+    from membership_assets.registry.store import MembersStore
+
+    url = _postgres_url(worker_id)
+    store = MembersStore.from_url(url)
+    store.drop_schema()  # every test starts from an empty database
+    store.engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def store(members_db_url):
+    from membership_assets.registry.store import MembersStore
+
+    s = MembersStore.from_url(members_db_url)
+    s.ensure_schema()
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def registry_data():
+    from membership_assets.simulators.django_registry import generate_registry
+
+    return generate_registry(400, seed=21)
+
+
+@pytest.fixture
+def django_sim(registry_data):
+    from membership_assets.simulators.django_registry import DjangoRegistrySimulator
+
+    with DjangoRegistrySimulator(registry_data, default_page_size=50) as sim:
+        yield sim
+
+
+@pytest.fixture
+def registry_resources(django_sim, members_db_url, outbox, warehouse):
+    from membership_assets.registry.resources import (
+        DjangoRegistryResource,
+        MembersDatabase,
+        RegistrySyncPolicy,
+    )
+
+    return {
+        "django": DjangoRegistryResource(
+            base_url=django_sim.base_url,
+            api_key=django_sim.token,
+            page_size=50,
+            rate_limit=1000,
+            max_attempts=2,
+        ),
+        "members_db": MembersDatabase(url=members_db_url),
+        "registry_policy": RegistrySyncPolicy(),
+        "email": FileOutboxEmail(directory=str(outbox)),
+        "recipients": Recipients(tag_report="organizers@example.org", admins="admins@example.org"),
+        "warehouse": warehouse,
+    }
+
+
+@pytest.fixture
+def registry_defs(registry_resources, ab_resource):
+    return build_definitions({**registry_resources, "action_builder": ab_resource})

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from membership_assets.action_builder.rules import REPORT_COLUMNS
 
@@ -252,15 +251,3 @@ def test_failure_sensor_emails_the_admins(defs, instance, ab_sim, outbox):
     assert "action_builder_tag_sync failed" in msg["Subject"]
     assert result.run_id in msg.get_content()
     assert "action_builder_campaign: " in msg.get_content() and "credentials rejected" in msg.get_content()
-
-
-@pytest.mark.parametrize("name", ["action_builder_tag_sync"])
-def test_definitions_load_with_jobs_schedules_and_sensors(name):
-    from membership_assets.definitions import defs
-
-    assert defs.resolve_job_def(name)
-    assert {s.name for s in defs.schedules} >= {
-        "action_builder_daily_incremental",
-        "action_builder_monthly_full",
-    }
-    assert {s.name for s in defs.sensors} >= {"email_admins_on_failure"}

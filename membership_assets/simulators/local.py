@@ -12,9 +12,17 @@ from pathlib import Path
 
 import requests
 
-from ..environment import ACTION_BUILDER_SIM_PORT, SIMULATED_AB_TOKEN, local_rate_limit, state_dir
+from ..environment import (
+    ACTION_BUILDER_SIM_PORT,
+    DJANGO_SIM_PORT,
+    SIMULATED_AB_TOKEN,
+    SIMULATED_DJANGO_TOKEN,
+    local_rate_limit,
+    state_dir,
+)
 from .action_builder import ActionBuilderSimulator
 from .action_builder_seed import CampaignData, SeedConfig, generate_campaign
+from .django_registry import DjangoRegistrySimulator, RegistryData, generate_registry
 
 
 def _serving(url: str, headers: dict[str, str]) -> bool:
@@ -25,11 +33,26 @@ def _serving(url: str, headers: dict[str, str]) -> bool:
 
 
 class LocalSimulators:
-    def __init__(self, root: Path | None = None, *, ab_port: int = ACTION_BUILDER_SIM_PORT):
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        ab_port: int = ACTION_BUILDER_SIM_PORT,
+        django_port: int = DJANGO_SIM_PORT,
+        advance_registry: bool = False,
+    ):
         self.root = (root or state_dir()) / "simulators"
         self.ab_port = ab_port
+        self.django_port = django_port
+        self.advance_registry = advance_registry
         self.action_builder: ActionBuilderSimulator | None = None
+        self.django: DjangoRegistrySimulator | None = None
         self.reused: list[str] = []
+        self.registry_churn: dict[str, int] | None = None
+
+    @property
+    def django_state(self) -> Path:
+        return self.root / "django_registry.json"
 
     @property
     def ab_state(self) -> Path:
@@ -51,12 +74,32 @@ class LocalSimulators:
             self.action_builder = ActionBuilderSimulator(
                 self.ab_data(), token=SIMULATED_AB_TOKEN, rate_limit=local_rate_limit(), port=self.ab_port
             ).start()
+        if _serving(
+            f"http://127.0.0.1:{self.django_port}/api/members/eligible",
+            {"Authorization": f"Token {SIMULATED_DJANGO_TOKEN}"},
+        ):
+            self.reused.append("django")
+        else:
+            existed = self.django_state.exists()
+            data = (
+                RegistryData.load(self.django_state)
+                if existed
+                else generate_registry(int(os.getenv("DJANGO_SIM_MEMBERS", "2000")))
+            )
+            self.django = DjangoRegistrySimulator(data, token=SIMULATED_DJANGO_TOKEN, port=self.django_port)
+            if existed and self.advance_registry:
+                # Each demo run after the first sees a month of membership life upstream.
+                self.registry_churn = self.django.churn(step=data.version)
+            self.django.start()
         return self
 
     def stop(self) -> None:
         if self.action_builder is not None:
             self.action_builder.save(self.ab_state)
             self.action_builder.stop()
+        if self.django is not None:
+            self.django.save(self.django_state)
+            self.django.stop()
 
     def __enter__(self) -> LocalSimulators:
         return self.start()

@@ -1,55 +1,97 @@
 """History assets: each run's extracts and findings appended to the audit warehouse.
 
-Side effects (tag deletions, applied syncs) write their own audit rows at the moment they act;
-these assets archive what the runs read and concluded.
+Side effects (tag deletions) write their own audit rows at the moment they act; these assets
+archive what the runs read, concluded and applied.
 """
 
+import json
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from .audit import record, run_identity
+from ..registry.resources import MembersDatabase
+from .audit import RunIdentity, record, run_identity
 from .resources import AuditWarehouse
 from .schema import TABLES
 
 GROUP = "audit_history"
+Rows = Callable[[Any, RunIdentity], pd.DataFrame]
 
 
-def _as_frame(value: Any) -> pd.DataFrame:
+def _as_frame(value: Any, run: RunIdentity) -> pd.DataFrame:
     return value if isinstance(value, pd.DataFrame) else pd.DataFrame([value])
 
 
-def history_asset(
-    table: str, source: str, to_rows: Callable[[Any], pd.DataFrame] = _as_frame
-) -> dg.AssetsDefinition:
+def _with_sync_id(value: pd.DataFrame, run: RunIdentity) -> pd.DataFrame:
+    return value.assign(sync_id=run.attempt_run_id)  # the attempt's run id is its sync id
+
+
+def _sync_delta(value: dict, run: RunIdentity) -> pd.DataFrame:
+    return value["delta"].assign(sync_id=value["sync_id"], dry_run=value["dry_run"])
+
+
+def _write(
+    context: dg.AssetExecutionContext,
+    warehouse: AuditWarehouse,
+    table: str,
+    frame: pd.DataFrame,
+    stamp: bool = True,
+):
+    keep = [c for c in frame.columns if c in TABLES[table].column_names]
+    written = record(warehouse, table, frame[keep], run_identity(context), stamp=stamp)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "table": warehouse.table_ref(table),
+            "backend": warehouse.kind,
+        }
+    )
+
+
+def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.AssetsDefinition:
     """An asset that appends the ``source`` asset's rows to audit table ``table``."""
-    spec = TABLES[table]
 
     @dg.asset(
         name=table,
         key_prefix=["audit"],
         group_name=GROUP,
         ins={"rows": dg.AssetIn(key=source)},
-        description=f"History: {spec.description}",
+        description=f"History: {TABLES[table].description}",
         tags={"dagster/kind/warehouse": ""},
     )
     def _history(
         context: dg.AssetExecutionContext, warehouse: AuditWarehouse, rows: Any
     ) -> dg.MaterializeResult:
-        frame = to_rows(rows)
-        keep = [c for c in frame.columns if c in spec.column_names]
-        written = record(warehouse, table, frame[keep], run_identity(context))
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": written,
-                "table": warehouse.table_ref(table),
-                "backend": warehouse.kind,
-            }
-        )
+        return _write(context, warehouse, table, to_rows(rows, run_identity(context)))
 
     return _history
+
+
+@dg.asset(
+    name="membership_sync_log",
+    key_prefix=["audit"],
+    group_name=GROUP,
+    ins={"sync": dg.AssetIn(key="membership_sync")},
+    description="History: the members DB's sync log (failed syncs included), plus this run's dry run.",
+    tags={"dagster/kind/warehouse": ""},
+)
+def membership_sync_log_history(
+    context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
+) -> dg.MaterializeResult:
+    # Re-mirroring a window catches failed syncs, whose runs never reach this step.
+    log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
+    if sync["dry_run"]:
+        dry = {
+            **sync["log"],
+            "errors": None if sync["log"]["errors"] is None else json.dumps(sync["log"]["errors"]),
+        }
+        log = pd.concat([log, pd.DataFrame([dry])], ignore_index=True)
+    # Each row keeps its own sync's run and time, so it lives in that sync's partition.
+    log = log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
+    return _write(context, warehouse, "membership_sync_log", log, stamp=False)
 
 
 action_builder_history = [
@@ -58,4 +100,11 @@ action_builder_history = [
     history_asset("ab_connections", "ab_connections"),
     history_asset("ab_taggings", "ab_taggings"),
     history_asset("ab_mismatches", "membership_mismatches"),
+]
+
+registry_history = [
+    history_asset("registry_members_raw", "django_members", _with_sync_id),
+    history_asset("registry_rejects", "member_rejects", _with_sync_id),
+    history_asset("membership_deltas", "membership_sync", _sync_delta),
+    membership_sync_log_history,
 ]

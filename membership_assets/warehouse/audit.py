@@ -29,11 +29,17 @@ def run_identity(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> R
     return RunIdentity(run_id=root, attempt_run_id=run.run_id, started_at=started or datetime.now(UTC))
 
 
-def record(warehouse: AuditWarehouse, table: str, rows: pd.DataFrame, run: RunIdentity) -> int:
-    """Append ``rows`` to ``table`` for this run (idempotently replacing the run's slice)."""
+def record(
+    warehouse: AuditWarehouse, table: str, rows: pd.DataFrame, run: RunIdentity, *, stamp: bool = True
+) -> int:
+    """Append ``rows`` to ``table`` for this run (idempotently replacing the run's slice).
+
+    ``stamp=False`` keeps the rows' own run_id/run_started_at (mirrors of facts from other runs).
+    """
     frame = rows.copy()
-    frame["run_id"] = run.run_id
-    frame["run_started_at"] = run.started_at
+    if stamp:
+        frame["run_id"] = run.run_id
+        frame["run_started_at"] = run.started_at
     if "attempt_run_id" in TABLES[table].column_names:
         frame["attempt_run_id"] = run.attempt_run_id
     return warehouse.write(table, frame)

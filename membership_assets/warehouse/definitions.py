@@ -1,5 +1,5 @@
 import dagster as dg
 
-from .assets import action_builder_history
+from .assets import action_builder_history, registry_history
 
-defs = dg.Definitions(assets=[*action_builder_history])
+defs = dg.Definitions(assets=[*action_builder_history, *registry_history])

@@ -1,0 +1,317 @@
+"""Django registry -> voting eligibility, as assets: fetch, validate, delta, apply, view.
+
+The Dagster run id is the sync id. Every sync leaves one row in membership_sync_log: success or
+partial (written in the same transaction as the changes) or failed (written by whichever step
+failed, with the reason), whether it was launched by the schedule, the sensor or a person.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from .client import RegistryListing
+from .delta import DELTA_COLUMNS, compute_delta, counts, protected_from_removal
+from .guards import SyncFigures, Violation, blocking, evaluate_guards
+from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
+from .store import SyncLogEntry
+from .validation import mask, validate_members
+
+GROUP = "registry"
+RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status"]
+
+
+def sync_source(context: dg.AssetExecutionContext) -> str:
+    """scheduled | sensor | manual (an explicit membership/source tag wins)."""
+    tags = context.run.tags
+    if tags.get("membership/source"):
+        return tags["membership/source"]
+    if "dagster/schedule_name" in tags:
+        return "scheduled"
+    if "dagster/sensor_name" in tags:
+        return "sensor"
+    return "manual"
+
+
+def _elapsed_ms(context: dg.AssetExecutionContext) -> int | None:
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None or not record.start_time:
+        return None
+    return int((time.time() - record.start_time) * 1000)
+
+
+@contextmanager
+def failed_sync_logged(
+    context: dg.AssetExecutionContext, members_db: MembersDatabase, **known: int | None
+) -> Iterator[None]:
+    """Any exception inside leaves a 'failed' row for this sync, then propagates."""
+    try:
+        yield
+    except Exception as exc:
+        detail = {"step": context.op_def.name, "type": type(exc).__name__, "error": str(exc)}
+        violations = getattr(exc, "metadata", {}) or {}
+        if "violations" in violations:
+            detail["violations"] = violations["violations"].value
+        members_db.store().record_failure(
+            SyncLogEntry(
+                id=context.run_id,
+                source=sync_source(context),
+                status="failed",
+                errors=detail,
+                duration_ms=_elapsed_ms(context),
+                run_id=context.run_id,
+                **known,
+            )
+        )
+        context.log.error(f"sync {context.run_id} failed in {detail['step']}: {exc}")
+        raise
+
+
+@dg.asset(group_name=GROUP, tags={"dagster/kind/django": ""})
+def django_members(
+    context: dg.AssetExecutionContext, django: DjangoRegistryResource, members_db: MembersDatabase
+) -> dg.Output[pd.DataFrame]:
+    """Every member the Django registry lists as eligible, exactly as listed."""
+    with failed_sync_logged(context, members_db):
+        client = django.open_client(log=context.log)
+        try:
+            listing: RegistryListing = client.fetch_members()
+        finally:
+            client.api.close()
+    frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
+    frame["kennitala"] = frame["kennitala"].map(lambda v: None if v is None else str(v))
+    context.log.info(f"registry listed {len(frame)} rows in {listing.pages} page(s) ({listing.shape})")
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": len(frame),
+            "shape": listing.shape,
+            "pages": listing.pages,
+            "declared_count": listing.declared_count if listing.declared_count is not None else "not given",
+            "requests": client.stats.requests,
+        },
+    )
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "valid_members": dg.AssetOut(description="Registry rows that passed validation, normalized."),
+        "member_rejects": dg.AssetOut(description="Rows quarantined by validation, with reasons."),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_rejected_rows", asset="member_rejects", description="Every registry row was valid."
+        )
+    ],
+)
+def registry_validation(
+    context: dg.AssetExecutionContext,
+    members_db: MembersDatabase,
+    registry_policy: RegistrySyncPolicy,
+    django_members: pd.DataFrame,
+):
+    """Check kennitala (checksum, date, person), name, email and status; quarantine the rest."""
+    with failed_sync_logged(context, members_db, members_fetched=len(django_members)):
+        result = validate_members(django_members.to_dict("records"), registry_policy.statuses)
+        valid = pd.DataFrame(
+            [vars(m) for m in result.members], columns=["kennitala", "name", "email", "status"]
+        )
+        rejects = pd.DataFrame(
+            [{**vars(r), "reasons": ", ".join(r.reasons)} for r in result.rejects],
+            columns=["row_number", "kennitala_raw", "kennitala", "name", "email", "status", "reasons"],
+        )
+    for r in result.rejects[:20]:
+        context.log.warning(f"rejected row {r.row_number} ({mask(r.kennitala)}): {', '.join(r.reasons)}")
+    yield dg.Output(
+        valid,
+        "valid_members",
+        metadata={
+            "dagster/row_count": len(valid),
+            "by_status": dg.MetadataValue.json(valid["status"].value_counts().to_dict()),
+            "duplicates_merged": result.duplicates_merged,
+        },
+    )
+    preview = rejects.assign(kennitala_raw=rejects["kennitala_raw"].map(lambda k: mask(str(k)) if k else k))
+    yield dg.Output(
+        rejects,
+        "member_rejects",
+        metadata={
+            "dagster/row_count": len(rejects),
+            "preview": dg.MetadataValue.md(
+                preview[["row_number", "kennitala_raw", "reasons"]].to_markdown(index=False)
+                if len(rejects)
+                else "none"
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_rejected_rows",
+        asset_key="member_rejects",
+        passed=rejects.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rejected": len(rejects)},
+    )
+
+
+@dataclass
+class PlannedSync:
+    """A delta plus what it was computed against and what the guards think of it."""
+
+    delta: pd.DataFrame
+    base_sync_id: str | None
+    figures: SyncFigures
+    violations: list[Violation] = field(default_factory=list)
+    protected_kept: int = 0
+
+
+@dg.asset(group_name=GROUP)
+def membership_delta(
+    context: dg.AssetExecutionContext,
+    members_db: MembersDatabase,
+    registry_policy: RegistrySyncPolicy,
+    django_members: pd.DataFrame,
+    valid_members: pd.DataFrame,
+    member_rejects: pd.DataFrame,
+) -> dg.Output[PlannedSync]:
+    """Added, reinstated, changed and removed members against the members table."""
+    with failed_sync_logged(
+        context, members_db, members_fetched=len(django_members), members_rejected=len(member_rejects)
+    ):
+        store = members_db.store()
+        base = store.last_applied_sync()
+        current = store.current_members()
+        protected = set(member_rejects["kennitala"].dropna())
+        delta = compute_delta(valid_members, current, protected)
+        c = counts(delta)
+        figures = SyncFigures(
+            fetched=len(django_members),
+            valid=len(valid_members),
+            rejected=len(member_rejects),
+            active_before=int(current["status"].isin(["active", "suspended"]).sum()),
+            removals=c["removed"],
+            last_fetched=store.last_fetched_count(),
+        )
+        violations = evaluate_guards(figures, registry_policy.guard_policy)
+        kept = protected_from_removal(current, valid_members, protected)
+    preview = delta.assign(kennitala=delta["kennitala"].map(mask))
+    return dg.Output(
+        PlannedSync(delta, base["id"] if base else None, figures, violations, kept),
+        metadata={
+            "dagster/row_count": len(delta),
+            **{k: v for k, v in c.items()},
+            "active_before": figures.active_before,
+            "kept_because_row_rejected": kept,
+            "guards": dg.MetadataValue.md(
+                "\n".join(
+                    f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in violations
+                )
+                or "all guards pass"
+            ),
+            "preview": dg.MetadataValue.md(
+                preview[["kennitala", "change_kind", "old_status", "new_status"]]
+                .head(25)
+                .to_markdown(index=False)
+                if len(delta)
+                else "no changes"
+            ),
+        },
+    )
+
+
+class SyncConfig(dg.Config):
+    """How to apply this sync. Overrides exist for a human who has checked the numbers."""
+
+    dry_run: bool = Field(default=False, description="Report the exact delta without writing anything.")
+    allow_mass_removal: bool = Field(
+        default=False, description="Apply even if removal/shrink/reject guards trip."
+    )
+    allow_empty_upstream: bool = Field(default=False, description="Apply even if the registry listed nobody.")
+
+
+@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"})
+def membership_sync(
+    context: dg.AssetExecutionContext,
+    config: SyncConfig,
+    members_db: MembersDatabase,
+    membership_delta: PlannedSync,
+    member_rejects: pd.DataFrame,
+) -> dg.Output[dict]:
+    """Apply the delta in one transaction (soft deletes, sync_id on every row) and log the sync."""
+    planned = membership_delta
+    fig = planned.figures
+    known = {"members_fetched": fig.fetched, "members_rejected": fig.rejected}
+    entry = SyncLogEntry(
+        id=context.run_id,
+        source=sync_source(context),
+        status="partial" if fig.rejected else "success",
+        dry_run=config.dry_run,
+        run_id=context.run_id,
+        **known,
+    ).with_counts(planned.delta)
+    overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]
+    blockers = blocking(
+        planned.violations,
+        allow_mass_removal=config.allow_mass_removal,
+        allow_empty_upstream=config.allow_empty_upstream,
+    )
+    notes = {"rejected_rows": fig.rejected} if fig.rejected else {}
+    if overrides and planned.violations:
+        notes["overridden_guards"] = [v.guard for v in planned.violations]
+    entry.errors = notes or None
+    with failed_sync_logged(context, members_db, **known):
+        if blockers and not config.dry_run:
+            raise dg.Failure(
+                "sync stopped before writing anything: "
+                + "; ".join(f"{v.message} (override with {v.overridable_by})" for v in blockers),
+                metadata={"violations": dg.MetadataValue.json([vars(v) for v in blockers])},
+            )
+        if config.dry_run:
+            context.log.info(f"dry run: would apply {counts(planned.delta)}; nothing written")
+        else:
+            entry.duration_ms = _elapsed_ms(context)
+            members_db.store().apply(
+                planned.delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
+            )
+            context.log.info(f"sync {entry.id} applied: {counts(planned.delta)} ({entry.status})")
+    summary = {
+        "sync_id": entry.id,
+        "dry_run": config.dry_run,
+        "would_block": [v.guard for v in blockers] if config.dry_run else [],
+        "log": vars(entry),
+        "delta": planned.delta[DELTA_COLUMNS],
+    }
+    return dg.Output(
+        summary,
+        metadata={
+            "sync_id": entry.id,
+            "dry_run": config.dry_run,
+            "status": entry.status,
+            "source": entry.source,
+            "added": entry.members_added,
+            "removed": entry.members_removed,
+            "updated": entry.members_updated,
+            "rejected": fig.rejected,
+            "would_block": ", ".join(summary["would_block"]) or "nothing",
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, deps=[membership_sync], tags={"dagster/kind/sql": ""})
+def member_eligibility(
+    context: dg.AssetExecutionContext, members_db: MembersDatabase
+) -> dg.MaterializeResult:
+    """The view elections read: active and suspended members, eligible = active."""
+    view = members_db.store().eligibility()
+    eligible = int(view["eligible"].astype(bool).sum())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(view),
+            "eligible": eligible,
+            "suspended": len(view) - eligible,
+        }
+    )

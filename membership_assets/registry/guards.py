@@ -1,0 +1,98 @@
+"""Circuit breakers that stop a sync before it removes voters on the strength of a bad list.
+
+Anchors (shared/reference/sync-reliability-anchors.md): Entra Connect blocks an export with more
+than 500 deletions; Okta stops an import that would unassign more than 20% of an app's users
+(apps with more than 100 users); sync tools that lost data to empty or truncated sources now
+refuse to reconcile deletions when a listing comes back empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    max_removals: int = 500
+    max_removal_fraction: float = 0.20
+    min_population_for_fraction: int = 100
+    max_shrink_fraction: float = 0.20
+    max_reject_fraction: float = 0.10
+
+
+@dataclass(frozen=True)
+class SyncFigures:
+    fetched: int  # rows the registry listed
+    valid: int  # rows that passed validation (eligible or explicitly not)
+    rejected: int
+    active_before: int  # members currently active or suspended
+    removals: int
+    last_fetched: int | None  # rows listed by the last successful sync
+
+
+@dataclass(frozen=True)
+class Violation:
+    guard: str
+    message: str
+    overridable_by: str
+
+
+def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> list[Violation]:
+    found: list[Violation] = []
+    if fig.fetched == 0 and fig.active_before > 0:
+        found.append(
+            Violation(
+                "empty_upstream",
+                f"the registry listed no members while {fig.active_before} are active here; an empty "
+                "list is far more often an outage than an empty organization",
+                "allow_empty_upstream",
+            )
+        )
+    if fig.removals > policy.max_removals:
+        found.append(
+            Violation(
+                "removal_count",
+                f"{fig.removals} members would be removed (limit {policy.max_removals})",
+                "allow_mass_removal",
+            )
+        )
+    if fig.active_before >= policy.min_population_for_fraction and fig.active_before:
+        share = fig.removals / fig.active_before
+        if share > policy.max_removal_fraction:
+            found.append(
+                Violation(
+                    "removal_fraction",
+                    f"{share:.0%} of active members would be removed (limit {policy.max_removal_fraction:.0%})",
+                    "allow_mass_removal",
+                )
+            )
+    if fig.last_fetched and fig.fetched < (1 - policy.max_shrink_fraction) * fig.last_fetched:
+        found.append(
+            Violation(
+                "upstream_shrank",
+                f"the registry listed {fig.fetched} rows, down from {fig.last_fetched} at the last "
+                f"successful sync (more than {policy.max_shrink_fraction:.0%} fewer)",
+                "allow_mass_removal",
+            )
+        )
+    if fig.fetched and fig.rejected / fig.fetched > policy.max_reject_fraction:
+        found.append(
+            Violation(
+                "reject_rate",
+                f"{fig.rejected} of {fig.fetched} rows failed validation (limit "
+                f"{policy.max_reject_fraction:.0%}); the registry's output looks broken",
+                "allow_mass_removal",
+            )
+        )
+    return found
+
+
+def blocking(
+    violations: list[Violation], *, allow_mass_removal: bool, allow_empty_upstream: bool
+) -> list[Violation]:
+    allowed = set()
+    if allow_mass_removal:
+        allowed.add("allow_mass_removal")
+    if allow_empty_upstream:
+        allowed.add("allow_empty_upstream")
+    return [v for v in violations if v.overridable_by not in allowed]

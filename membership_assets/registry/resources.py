@@ -1,0 +1,83 @@
+"""Dagster resources for the member registry sync: the Django API, the members DB, the policy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from .client import DjangoRegistryClient
+from .guards import GuardPolicy
+from .store import MembersStore
+from .validation import DEFAULT_STATUS_MAP
+
+
+class DjangoRegistryResource(dg.ConfigurableResource):
+    """The Django registry's eligible-members endpoint."""
+
+    base_url: str = Field(description="Registry base URL (DJANGO_API_URL).")
+    api_key: str = Field(description="API token (DJANGO_API_KEY_PASSWORD).")
+    auth_scheme: str = Field(default="Token", description="'Token' (DRF) or 'Bearer'.")
+    members_path: str = Field(
+        default="api/members/eligible", description="Path of the eligible-members listing."
+    )
+    page_size: int = 500
+    rate_limit: float = 10.0
+    max_attempts: int = 5
+    timeout_seconds: float = 60.0
+
+    def open_client(self, log: Any = None) -> DjangoRegistryClient:
+        return DjangoRegistryClient.connect(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            auth_scheme=self.auth_scheme,
+            members_path=self.members_path,
+            page_size=self.page_size,
+            rate_limit=self.rate_limit,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout_seconds,
+            log=log,
+        )
+
+
+class MembersDatabase(dg.ConfigurableResource):
+    """The eligibility database (Postgres in production, SQLite on the embedded default)."""
+
+    url: str = Field(description="SQLAlchemy URL (MEMBERS_DB_URL), e.g. postgresql+psycopg://...")
+    _store: MembersStore | None = PrivateAttr(default=None)
+
+    def store(self) -> MembersStore:
+        if self._store is None:
+            self._store = MembersStore.from_url(self.url)
+            self._store.ensure_schema()
+        return self._store
+
+
+class RegistrySyncPolicy(dg.ConfigurableResource):
+    """When a sync must stop and ask a human (overridable per run with allow_* config)."""
+
+    max_removals: int = 500  # Entra Connect's default deletion threshold
+    max_removal_fraction: float = 0.20  # Okta's default import safeguard
+    min_population_for_fraction: int = 100  # Okta applies its percentage above 100 users
+    max_shrink_fraction: float = 0.20
+    max_reject_fraction: float = 0.10
+    status_map: str = Field(
+        default=json.dumps(DEFAULT_STATUS_MAP),
+        description="JSON map of registry statuses to active/suspended/removed.",
+    )
+
+    @property
+    def guard_policy(self) -> GuardPolicy:
+        return GuardPolicy(
+            max_removals=self.max_removals,
+            max_removal_fraction=self.max_removal_fraction,
+            min_population_for_fraction=self.min_population_for_fraction,
+            max_shrink_fraction=self.max_shrink_fraction,
+            max_reject_fraction=self.max_reject_fraction,
+        )
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in json.loads(self.status_map).items()}

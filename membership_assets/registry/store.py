@@ -1,0 +1,446 @@
+"""The voting-eligibility database: members, sync log, change history, rejects, eligibility view.
+
+Postgres in production (``MEMBERS_DB_URL``), a SQLite file on the embedded default; the same
+SQLAlchemy Core code drives both. A sync is applied in ONE transaction, set-based: the delta is
+bulk-loaded into a staging table (COPY on Postgres) and each kind of change is one statement.
+Readers of ``member_eligibility`` therefore see the membership before or after a sync, never a
+mix. Every applied change is kept (old and new values) so a sync can be rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from .delta import DELTA_COLUMNS, counts
+from .validation import ACTIVE, REMOVED, SUSPENDED
+
+metadata = sa.MetaData()
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+TS = sa.DateTime(timezone=True)
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column("kennitala", sa.String(10), primary_key=True),
+    sa.Column("name", sa.String(255)),
+    sa.Column("email", sa.String(255)),
+    sa.Column("status", sa.String(50), nullable=False, server_default=ACTIVE),
+    sa.Column("source", sa.String(50), nullable=False, server_default="django"),
+    sa.Column("synced_at", TS),
+    sa.Column("sync_id", sa.String(36)),
+    sa.Column("created_at", TS, server_default=sa.func.current_timestamp()),
+    sa.Index("idx_members_status_synced", "status", "synced_at"),
+)
+
+sync_log = sa.Table(
+    "membership_sync_log",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("sync_time", TS, nullable=False),
+    sa.Column("source", sa.String(50)),  # scheduled | sensor | manual | rollback
+    sa.Column("status", sa.String(50)),  # success | partial | failed
+    sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("members_fetched", sa.Integer),
+    sa.Column("members_added", sa.Integer),
+    sa.Column("members_removed", sa.Integer),
+    sa.Column("members_updated", sa.Integer),
+    sa.Column("members_rejected", sa.Integer),
+    sa.Column("errors", JSONType),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("rolled_back_sync_id", sa.String(36)),
+    sa.Column("created_at", TS, server_default=sa.func.current_timestamp()),
+)
+sa.Index("idx_sync_log_time", sync_log.c.sync_time.desc())
+
+changes = sa.Table(
+    "membership_changes",
+    metadata,
+    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("kennitala", sa.String(10), primary_key=True),
+    sa.Column("change_kind", sa.String(20), nullable=False),
+    sa.Column("old_name", sa.String(255)),
+    sa.Column("old_email", sa.String(255)),
+    sa.Column("old_status", sa.String(50)),
+    sa.Column("new_name", sa.String(255)),
+    sa.Column("new_email", sa.String(255)),
+    sa.Column("new_status", sa.String(50)),
+    sa.Column("changed_at", TS, nullable=False),
+)
+
+rejects = sa.Table(
+    "member_rejects",
+    metadata,
+    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("row_number", sa.Integer, primary_key=True),
+    sa.Column("kennitala_raw", sa.String(64)),
+    sa.Column("kennitala", sa.String(10)),
+    sa.Column("name", sa.String(255)),
+    sa.Column("email", sa.String(255)),
+    sa.Column("status", sa.String(50)),
+    sa.Column("reasons", sa.Text),
+    sa.Column("rejected_at", TS, nullable=False),
+)
+
+ELIGIBILITY_VIEW = f"""
+CREATE VIEW member_eligibility AS
+SELECT kennitala, name, email, status,
+       CASE WHEN status = '{ACTIVE}' THEN TRUE ELSE FALSE END AS eligible,
+       synced_at
+FROM members
+WHERE status IN ('{ACTIVE}', '{SUSPENDED}')
+"""
+
+APPLIED = ("success", "partial")
+
+
+class StaleDeltaError(RuntimeError):
+    """Another sync was applied after this delta was computed; recompute it."""
+
+
+class RollbackError(RuntimeError):
+    """The requested rollback would not restore a consistent earlier membership."""
+
+
+@dataclass
+class SyncLogEntry:
+    id: str
+    source: str
+    status: str
+    sync_time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    dry_run: bool = False
+    members_fetched: int | None = None
+    members_added: int | None = None
+    members_removed: int | None = None
+    members_updated: int | None = None
+    members_rejected: int | None = None
+    errors: Any = None
+    duration_ms: int | None = None
+    run_id: str | None = None
+    rolled_back_sync_id: str | None = None
+
+    def with_counts(self, delta: pd.DataFrame) -> SyncLogEntry:
+        c = counts(delta)
+        self.members_added = c["added"] + c["reinstated"]
+        self.members_removed = c["removed"]
+        self.members_updated = c["changed"]
+        return self
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            # Let us issue BEGIN ourselves, so writers can take the write lock up front.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block on, or see, a writer
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            write = conn.get_execution_options().get("membership_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class MembersStore:
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def from_url(cls, url: str) -> MembersStore:
+        return cls(make_engine(url))
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        with self.write() as conn:
+            metadata.create_all(conn)
+            exists = sa.inspect(conn).get_view_names()
+            if "member_eligibility" not in exists:
+                conn.exec_driver_sql(ELIGIBILITY_VIEW)
+
+    def drop_schema(self) -> None:
+        with self.write() as conn:
+            conn.exec_driver_sql("DROP VIEW IF EXISTS member_eligibility")
+            metadata.drop_all(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A transaction that holds the sync lock: one writer at a time, on either backend."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(membership_write=True)
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('membership_sync'))"))
+                yield conn
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def current_members(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(members.c.kennitala, members.c.name, members.c.email, members.c.status)
+            ).all()
+        return pd.DataFrame(rows, columns=["kennitala", "name", "email", "status"])
+
+    def active_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(members.c.status.in_([ACTIVE, SUSPENDED]))
+            ).scalar_one()
+
+    def last_applied_sync(self, conn: sa.Connection | None = None) -> dict[str, Any] | None:
+        query = (
+            sa.select(sync_log)
+            .where(sync_log.c.status.in_(APPLIED), sync_log.c.dry_run.is_(False))
+            .order_by(sync_log.c.sync_time.desc(), sync_log.c.created_at.desc())
+            .limit(1)
+        )
+        if conn is not None:
+            row = conn.execute(query).mappings().first()
+        else:
+            with self.engine.connect() as c:
+                row = c.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def last_fetched_count(self) -> int | None:
+        """Rows listed by the last successful sync from the registry (rollbacks don't count)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sync_log.c.members_fetched)
+                .where(
+                    sync_log.c.status.in_(APPLIED),
+                    sync_log.c.dry_run.is_(False),
+                    sync_log.c.source != "rollback",
+                )
+                .order_by(sync_log.c.sync_time.desc())
+                .limit(1)
+            ).scalar()
+
+    def is_eligible(self, kennitala: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT eligible FROM member_eligibility WHERE kennitala = :k"), {"k": kennitala}
+            ).first()
+        return bool(row[0]) if row else False
+
+    def eligibility(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.text("SELECT * FROM member_eligibility ORDER BY kennitala"), conn)
+
+    def sync_log_since(self, since: datetime) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(sync_log).where(sync_log.c.sync_time >= since)).mappings().all()
+        frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in sync_log.columns])
+        frame["errors"] = frame["errors"].map(lambda e: None if e is None else json.dumps(e))
+        return frame
+
+    def log_entry(self, sync_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sync_log).where(sync_log.c.id == sync_id)).mappings().first()
+        return dict(row) if row else None
+
+    def changes_of(self, sync_id: str) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*[changes.c[c] for c in DELTA_COLUMNS])
+                .where(changes.c.sync_id == sync_id)
+                .order_by(changes.c.change_kind, changes.c.kennitala)
+            ).all()
+        return pd.DataFrame(rows, columns=DELTA_COLUMNS)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _save_rejects(self, conn: sa.Connection, sync_id: str, frame: pd.DataFrame, now: datetime) -> None:
+        rows = [
+            {**{k: _none(v) for k, v in r.items() if k in rejects.c}, "sync_id": sync_id, "rejected_at": now}
+            for r in frame.to_dict("records")
+        ]
+        if rows:
+            conn.execute(rejects.insert(), rows)
+
+    def rejects_of(self, sync_id: str) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(rejects).where(rejects.c.sync_id == sync_id).order_by(rejects.c.row_number)
+                )
+                .mappings()
+                .all()
+            )
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in rejects.columns])
+
+    def record_failure(self, entry: SyncLogEntry) -> None:
+        """Log a sync that did not apply; idempotent per sync id (a retried failure keeps one row)."""
+        with self.write() as conn:
+            conn.execute(sync_log.delete().where(sync_log.c.id == entry.id, sync_log.c.status == "failed"))
+            if conn.execute(sa.select(sync_log.c.id).where(sync_log.c.id == entry.id)).first() is None:
+                conn.execute(sync_log.insert().values(**asdict(entry)))
+
+    def apply(
+        self,
+        delta: pd.DataFrame,
+        entry: SyncLogEntry,
+        *,
+        base_sync_id: str | None,
+        rejected_rows: pd.DataFrame | None = None,
+    ) -> SyncLogEntry:
+        """Apply ``delta``, quarantine ``rejected_rows`` and log ``entry`` in one transaction,
+        provided no other sync was applied since the delta was computed."""
+        entry.with_counts(delta)
+        now = entry.sync_time
+        with self.write() as conn:
+            latest = self.last_applied_sync(conn)
+            if (latest["id"] if latest else None) != base_sync_id:
+                raise StaleDeltaError(
+                    f"sync {latest['id'] if latest else None} was applied after this delta was "
+                    f"computed against {base_sync_id}; recompute the delta"
+                )
+            if len(delta):
+                self._apply_set_based(conn, delta, entry.id, now)
+            if rejected_rows is not None:
+                self._save_rejects(conn, entry.id, rejected_rows, now)
+            conn.execute(sync_log.insert().values(**asdict(entry)))
+        return entry
+
+    def _apply_set_based(self, conn: sa.Connection, delta: pd.DataFrame, sync_id: str, now: datetime) -> None:
+        staging = sa.Table(
+            f"_delta_{uuid.uuid4().hex[:12]}",
+            sa.MetaData(),
+            sa.Column("kennitala", sa.String(10), primary_key=True),
+            sa.Column("change_kind", sa.String(20)),
+            sa.Column("new_name", sa.String(255)),
+            sa.Column("new_email", sa.String(255)),
+            sa.Column("new_status", sa.String(50)),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        staging.create(conn)
+        cols = ["kennitala", "change_kind", "new_name", "new_email", "new_status"]
+        self._bulk_load(conn, staging, delta[cols])
+        s, m = staging.c, members.c
+        # History first: it reads the members' values before they change.
+        conn.execute(
+            changes.insert().from_select(
+                [*DELTA_COLUMNS, "sync_id", "changed_at"],
+                sa.select(
+                    s.kennitala,
+                    s.change_kind,
+                    m.name,
+                    m.email,
+                    m.status,
+                    s.new_name,
+                    s.new_email,
+                    s.new_status,
+                    sa.literal(sync_id, sa.String),
+                    sa.literal(now, TS),
+                ).select_from(staging.outerjoin(members, members.c.kennitala == s.kennitala)),
+            )
+        )
+        conn.execute(
+            members.insert().from_select(
+                ["kennitala", "name", "email", "status", "source", "synced_at", "sync_id"],
+                sa.select(
+                    s.kennitala,
+                    s.new_name,
+                    s.new_email,
+                    s.new_status,
+                    sa.literal("django", sa.String),
+                    sa.literal(now, TS),
+                    sa.literal(sync_id, sa.String),
+                ).where(s.change_kind == "added"),
+            )
+        )
+        conn.execute(
+            members.update()
+            .where(m.kennitala == s.kennitala, s.change_kind.in_(["reinstated", "changed", "removed"]))
+            .values(name=s.new_name, email=s.new_email, status=s.new_status, synced_at=now, sync_id=sync_id)
+        )
+        if self.dialect != "postgresql":
+            staging.drop(conn)
+
+    def _bulk_load(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        if self.dialect == "postgresql":
+            raw = conn.connection.driver_connection
+            with (
+                raw.cursor() as cur,
+                cur.copy(f'COPY "{table.name}" ({", ".join(frame.columns)}) FROM STDIN') as copy,
+            ):
+                for row in frame.itertuples(index=False, name=None):
+                    copy.write_row([_none(v) for v in row])
+        else:
+            conn.execute(
+                table.insert(), [{k: _none(v) for k, v in r.items()} for r in frame.to_dict("records")]
+            )
+
+    def rollback(self, target_sync_id: str, entry: SyncLogEntry) -> SyncLogEntry:
+        """Restore the membership from before ``target_sync_id``; applied as a sync of its own."""
+        with self.engine.connect() as conn:
+            target = (
+                conn.execute(sa.select(sync_log).where(sync_log.c.id == target_sync_id)).mappings().first()
+            )
+        if target is None or target["status"] not in APPLIED or target["dry_run"]:
+            raise RollbackError(f"sync {target_sync_id} was never applied; nothing to roll back")
+        latest = self.last_applied_sync()
+        if latest is None or latest["id"] != target_sync_id:
+            raise RollbackError(
+                f"sync {target_sync_id} is not the latest applied sync ({latest['id'] if latest else None}); "
+                "roll back later syncs first so no later change is silently undone"
+            )
+        applied = self.changes_of(target_sync_id)
+        inverse = inverse_delta(applied)
+        entry.rolled_back_sync_id = target_sync_id
+        return self.apply(inverse, entry, base_sync_id=target_sync_id)
+
+
+def inverse_delta(applied: pd.DataFrame) -> pd.DataFrame:
+    """The changes that undo ``applied`` (rows of membership_changes for one sync)."""
+    rows = []
+    for r in applied.itertuples(index=False):
+        if r.change_kind == "added":  # did not exist before: soft-delete
+            kind, new = "removed", (r.new_name, r.new_email, REMOVED)
+        elif r.change_kind == "removed":
+            kind, new = "reinstated", (r.old_name, r.old_email, r.old_status)
+        elif r.change_kind == "reinstated":
+            kind, new = "removed", (r.old_name, r.old_email, r.old_status)
+        else:
+            kind, new = "changed", (r.old_name, r.old_email, r.old_status)
+        rows.append(
+            {
+                "kennitala": r.kennitala,
+                "change_kind": kind,
+                "old_name": r.new_name,
+                "old_email": r.new_email,
+                "old_status": r.new_status,
+                "new_name": new[0],
+                "new_email": new[1],
+                "new_status": new[2],
+            }
+        )
+    return pd.DataFrame(rows, columns=DELTA_COLUMNS)
+
+
+def _none(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -1,0 +1,123 @@
+"""Validation of registry rows: kennitala rules, quarantine with reasons, protection from removal."""
+
+from __future__ import annotations
+
+import pytest
+
+from membership_assets.registry.client import normalize_row
+from membership_assets.registry.validation import kennitala_problem, mask, validate_members
+from membership_assets.simulators.django_registry import check_digit, generate_registry, make_kennitala
+
+
+@pytest.mark.parametrize(
+    "raw, normalized, problem",
+    [
+        ("120174-3399", "1201743399", None),  # python-stdnum's documented examples
+        ("1201743399", "1201743399", None),
+        (" 120174 3399 ", "1201743399", None),
+        ("530575-0299", "5305750299", "kennitala_invalid_checksum"),
+        ("320174-3399", "3201743399", "kennitala_invalid_date"),
+        ("450401-3150", "4504013150", "kennitala_is_organisation"),
+        ("12017433", None, "kennitala_invalid_format"),
+        ("1201743389", "1201743389", "kennitala_invalid_checksum"),
+        ("1201743398", "1201743398", "kennitala_invalid_format"),  # century digit 8: stdnum takes 9 or 0
+        ("abc", None, "kennitala_invalid_format"),
+    ],
+)
+def test_kennitala_rules(raw, normalized, problem):
+    assert kennitala_problem(raw) == (normalized, problem)
+
+
+def test_generated_kennitalas_pass_stdnum():
+    import random
+
+    rng = random.Random(1)
+    for _ in range(500):
+        kt = make_kennitala(rng)
+        assert kennitala_problem(kt) == (kt, None)
+        assert int(kt[8]) == check_digit(kt[:8])
+
+
+def row(n, kennitala="1201743399", name="Anna Jónsdóttir", email="anna@example.is", status="active"):
+    return {"row_number": n, "kennitala": kennitala, "name": name, "email": email, "status": status}
+
+
+def test_valid_rows_are_normalized():
+    result = validate_members([row(1, "120174-3399", email="  Anna@Example.IS ", status="Unpaid")])
+    [m] = result.members
+    assert (m.kennitala, m.email, m.status) == ("1201743399", "anna@example.is", "suspended")
+    assert result.rejects == []
+
+
+def test_missing_status_means_active_and_missing_email_is_fine():
+    [m] = validate_members([row(1, status=None, email=None)]).members
+    assert m.status == "active" and m.email is None
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"kennitala": None}, "kennitala_missing"),
+        ({"name": "   "}, "name_missing"),
+        ({"email": "nobody"}, "email_invalid"),
+        ({"status": "honorary"}, "status_unknown:honorary"),
+    ],
+)
+def test_invalid_rows_are_quarantined_with_reasons(bad, reason):
+    result = validate_members([{**row(7), **bad}])
+    assert result.members == []
+    [r] = result.rejects
+    assert r.row_number == 7 and reason in r.reasons
+
+
+def test_several_problems_are_all_reported():
+    [r] = validate_members([row(1, "3201743399", name="", email="x")]).rejects
+    assert set(r.reasons) == {"kennitala_invalid_date", "name_missing", "email_invalid"}
+
+
+def test_identical_duplicates_are_merged_conflicting_ones_rejected_and_protected():
+    result = validate_members(
+        [row(1), row(2, "120174-3399"), row(3, "0101302989", name="A"), row(4, "0101302989", name="B")]
+    )
+    assert [m.kennitala for m in result.members] == ["1201743399"]
+    assert result.duplicates_merged == 1
+    assert [(r.row_number, r.reasons) for r in result.rejects] == [
+        (3, ("duplicate_kennitala_conflict",)),
+        (4, ("duplicate_kennitala_conflict",)),
+    ]
+    assert result.protected == {"0101302989"}
+
+
+def test_a_bad_checksum_still_protects_the_ten_digits_it_carries():
+    result = validate_members([row(1, "1201743389")])
+    assert result.protected == {"1201743389"}
+
+
+def test_inactive_and_deleted_map_to_removed():
+    result = validate_members([row(1, status="inactive"), row(2, "0101302989", status="deleted")])
+    assert {m.status for m in result.members} == {"removed"}
+
+
+def test_simulator_truth_is_found_exactly():
+    data = generate_registry(1500, seed=9)
+    result = validate_members(normalize_row(r, i) for i, r in enumerate(data.members, start=1))
+    found: dict[str, set[str]] = {}
+    for r in result.rejects:
+        found.setdefault(r.kennitala_raw, set()).update(r.reasons)
+    assert found == {k: set(v) for k, v in data.truth.rejected_rows.items()}
+    assert sorted(m.kennitala for m in result.members) == sorted(data.truth.valid_kennitalas)
+
+
+def test_ekklesia_shape_is_read():
+    raw = {"id": 1, "name": "Jón", "ssn": "1201743399", "contact_info": {"email": "jon@example.is"}}
+    assert normalize_row(raw, 3) == {
+        "row_number": 3,
+        "kennitala": "1201743399",
+        "name": "Jón",
+        "email": "jon@example.is",
+        "status": None,
+    }
+
+
+def test_logs_mask_the_personal_part():
+    assert mask("1201743399") == "120174****" and mask(None) == "<none>"
