@@ -60,6 +60,7 @@ def demo(args: argparse.Namespace) -> int:
         )
         print(_registry_summary(registry, sims.registry_churn))
         print(_ab_summary(tags))
+        print(_history_summary())
         ok = registry.success and tags.success
     print(f"\nstate directory: {state_dir()}")
     print(f"Dagster runs:    {os.environ['DAGSTER_HOME']} (browse with `dagster dev`)")
@@ -123,6 +124,58 @@ def _ab_summary(result) -> str:
     return "\n".join(lines)
 
 
+def _month_window() -> dict[str, str]:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    start = now - timedelta(days=31)
+    return {
+        "start": start.strftime("%Y-%m-%d %H:%M:%S"),
+        "end": (now + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _history_summary() -> str:
+    from .environment import local_resources
+    from .warehouse.queries import run_analyst_query
+
+    warehouse = local_resources()["warehouse"]
+    lines = ["", f"== Audit history ({warehouse.path})"]
+    try:
+        lost = run_analyst_query(warehouse, "lost_eligibility", **_month_window())
+        syncs = run_analyst_query(warehouse, "sync_history", **_month_window())
+        units = run_analyst_query(warehouse, "mismatches_by_unit")
+        lines.append(f"syncs in the last 31 days: {len(syncs)}; members who lost eligibility: {len(lost)}")
+        if len(units):
+            latest = units[units["run_started_at"] == units["run_started_at"].max()]
+            top = latest.sort_values("mismatches", ascending=False).head(3)
+            lines.append(
+                f"full scans recorded: {units['run_started_at'].nunique()}; most mismatches in the latest: "
+                + ", ".join(f"{r.unit_name} ({r.mismatches})" for r in top.itertuples())
+            )
+        lines.append(
+            "ask more: python -m membership_assets query lost_eligibility | mismatches_by_unit | ..."
+        )
+    except Exception as exc:
+        lines.append(f"(history unavailable: {exc})")
+    return "\n".join(lines)
+
+
+def query(args: argparse.Namespace) -> int:
+    """Run one of the shipped analyst queries against this environment's warehouse."""
+    from .environment import resources_for
+    from .warehouse.queries import run_analyst_query
+
+    params = _month_window()
+    if args.start:
+        params["start"] = args.start
+    if args.end:
+        params["end"] = args.end
+    frame = run_analyst_query(resources_for()["warehouse"], args.name, **params)
+    print(frame.to_markdown(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
 def dg_key(name: str):
     import dagster as dg
 
@@ -156,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=demo)
     p = sub.add_parser("simulators", help="serve the simulated APIs for `dagster dev`")
     p.set_defaults(func=simulators)
+    from .warehouse.queries import query_names
+
+    p = sub.add_parser("query", help="run an analyst query against the audit warehouse")
+    p.add_argument("name", choices=query_names())
+    p.add_argument("--start", help="'YYYY-MM-DD HH:MM:SS' UTC (default: 31 days ago)")
+    p.add_argument("--end", help="'YYYY-MM-DD HH:MM:SS' UTC, exclusive (default: now)")
+    p.set_defaults(func=query)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -180,3 +180,32 @@ def registry_resources(django_sim, members_db_url, outbox, warehouse):
 @pytest.fixture
 def registry_defs(registry_resources, ab_resource):
     return build_definitions({**registry_resources, "action_builder": ab_resource})
+
+
+# -- audit warehouse -----------------------------------------------------------------------------
+
+BIGQUERY_URL_ENV = "BIGQUERY_EMULATOR_URL"
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.bigquery)])
+def audit_warehouse(request, tmp_path):
+    """The same tests against DuckDB and against the local-bigquery emulator (BigQuery REST API)."""
+    import os
+    import uuid
+
+    if request.param == "duckdb":
+        return DuckDBWarehouse(path=str(tmp_path / "audit.duckdb"))
+    url = os.environ.get(BIGQUERY_URL_ENV)
+    if not url:
+        pytest.skip(
+            f"{BIGQUERY_URL_ENV} not set: scripts/test.sh starts the emulator where Python 3.13 exists"
+        )
+    from dagster_gcp import BigQueryResource
+
+    from membership_assets.warehouse.resources import BigQueryWarehouse
+
+    return BigQueryWarehouse(
+        bigquery=BigQueryResource(project="membership-test"),
+        dataset=f"audit_{uuid.uuid4().hex[:10]}",  # every test in its own dataset
+        api_endpoint=url,
+    )

@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # Run the whole test suite, setting up everything it needs first:
-#   .venv with the project, a real PostgreSQL on loopback (Debian package, installed if missing).
+#   .venv with the project; a real PostgreSQL on loopback (Debian package, installed if missing);
+#   the local-bigquery emulator (its own Python 3.13 venv).
 # Extra arguments go to pytest (e.g. -k scan, -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p .local
+
+# The emulator's install takes a minute: let it run while the project installs.
+bash scripts/bigquery_emulator.sh start >.local/bigquery_emulator.env 2>.local/bigquery_emulator.err &
+bq_pid=$!
 bash scripts/bootstrap.sh
 
 if pg_env=$(bash scripts/postgres.sh start); then
   export "${pg_env?}"
   echo "postgres: ${MEMBERS_TEST_DB_URL}"
 else
-  echo "postgres: unavailable (see above); Postgres variants of the registry tests will be skipped" >&2
+  echo "postgres: unavailable (see above); the Postgres variants of the registry tests will be skipped" >&2
+fi
+
+if wait "$bq_pid"; then
+  export "$(cat .local/bigquery_emulator.env)"
+  echo "bigquery emulator: ${BIGQUERY_EMULATOR_URL}"
+else
+  cat .local/bigquery_emulator.err >&2
+  echo "bigquery emulator: unavailable (see above); the BigQuery tests will be skipped" >&2
 fi
 
 .venv/bin/ruff check --quiet membership_assets membership_assets_tests benchmarks

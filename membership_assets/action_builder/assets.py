@@ -11,9 +11,9 @@ import pandas as pd
 from pydantic import Field
 
 from ..notify.resources import Attachment, EmailSender, Recipients
-from ..warehouse.audit import record, run_identity
+from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
-from .cleanup import execute_deletions
+from .cleanup import execute_deletions, merge_outcomes
 from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
 from .resources import ActionBuilderResource
 from .rules import REPORT_COLUMNS, Mismatch, PlannedDeletion, evaluate, plan_deletions, report_rows
@@ -398,6 +398,21 @@ def mismatch_report_email(
     )
 
 
+DELETION_COLUMNS = [
+    "person_id",
+    "tagging_id",
+    "tag_id",
+    "field",
+    "value",
+    "expected_value",
+    "inactive",
+    "action",
+    "error",
+    "acted_at",
+    "attempt_run_id",
+]
+
+
 class CleanupConfig(dg.Config):
     """Deleting taggings is destructive: a dry run unless a run explicitly says otherwise."""
 
@@ -427,24 +442,15 @@ def outdated_tagging_deletions(
     finally:
         if client is not None:
             client.api.close()
-    frame = pd.DataFrame(
-        [o.as_row() for o in outcomes],
-        columns=[
-            "person_id",
-            "tagging_id",
-            "tag_id",
-            "field",
-            "value",
-            "expected_value",
-            "inactive",
-            "action",
-            "error",
-            "acted_at",
-        ],
-    )
+    run = run_identity(context)
+    rows = [{**o.as_row(), "attempt_run_id": run.attempt_run_id} for o in outcomes]
+    earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
+    if len(earlier):  # a re-execution: this logical run's audit includes what earlier attempts did
+        rows = merge_outcomes(earlier[DELETION_COLUMNS].to_dict("records"), rows)
+    frame = pd.DataFrame(rows, columns=DELETION_COLUMNS)
     # The audit trail is written before anything can fail the step.
-    record(warehouse, "ab_tagging_deletions", frame, run_identity(context))
-    counts = frame["action"].value_counts().to_dict() if len(frame) else {}
+    record(warehouse, "ab_tagging_deletions", frame, run)
+    counts = frame.loc[frame["attempt_run_id"] == run.attempt_run_id, "action"].value_counts().to_dict()
     context.log.info(
         f"tag cleanup ({'dry run' if config.dry_run else 'live'}): {counts or 'nothing planned'}"
     )

@@ -83,3 +83,18 @@ def execute_deletions(
 
     with ThreadPoolExecutor(workers, thread_name_prefix="ab-delete") as pool:
         return list(pool.map(run, plan))
+
+
+def merge_outcomes(earlier: list[dict[str, Any]], latest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One audit row per tagging for a logical run across its attempts (re-executions).
+
+    The latest attempt's outcome wins, except that a deletion done earlier stays recorded as
+    ``deleted`` when the re-execution then finds the tagging already gone.
+    """
+    by_tagging = {r["tagging_id"]: r for r in earlier}
+    for row in latest:
+        before = by_tagging.get(row["tagging_id"])
+        if before is not None and before["action"] == "deleted" and row["action"] == "already_gone":
+            continue
+        by_tagging[row["tagging_id"]] = row
+    return sorted(by_tagging.values(), key=lambda r: (r["person_id"], r["tagging_id"]))

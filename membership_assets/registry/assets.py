@@ -1,6 +1,7 @@
 """Django registry -> voting eligibility, as assets: fetch, validate, delta, apply, view.
 
-The Dagster run id is the sync id. Every sync leaves one row in membership_sync_log: success or
+The sync id is the logical Dagster run id (the root of any re-executions): re-executing a run
+never applies its sync twice. Every sync leaves one row in membership_sync_log: success or
 partial (written in the same transaction as the changes) or failed (written by whichever step
 failed, with the reason), whether it was launched by the schedule, the sensor or a person.
 """
@@ -23,6 +24,11 @@ from .validation import mask, validate_members
 
 GROUP = "registry"
 RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status"]
+
+
+def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
+    """One sync per logical run: re-executions (new run ids) share their root's sync id."""
+    return context.run.root_run_id or context.run_id
 
 
 def sync_source(context: dg.AssetExecutionContext) -> str:
@@ -246,7 +252,7 @@ def membership_sync(
     fig = planned.figures
     known = {"members_fetched": fig.fetched, "members_rejected": fig.rejected}
     entry = SyncLogEntry(
-        id=context.run_id,
+        id=sync_id_of(context),
         source=sync_source(context),
         status="partial" if fig.rejected else "success",
         dry_run=config.dry_run,
@@ -270,20 +276,27 @@ def membership_sync(
                 + "; ".join(f"{v.message} (override with {v.overridable_by})" for v in blockers),
                 metadata={"violations": dg.MetadataValue.json([vars(v) for v in blockers])},
             )
+        delta = planned.delta
         if config.dry_run:
-            context.log.info(f"dry run: would apply {counts(planned.delta)}; nothing written")
+            context.log.info(f"dry run: would apply {counts(delta)}; nothing written")
         else:
             entry.duration_ms = _elapsed_ms(context)
-            members_db.store().apply(
-                planned.delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
+            store = members_db.store()
+            entry, applied_now = store.apply(
+                delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
             )
-            context.log.info(f"sync {entry.id} applied: {counts(planned.delta)} ({entry.status})")
+            if applied_now:
+                context.log.info(f"sync {entry.id} applied: {counts(delta)} ({entry.status})")
+            else:
+                # A re-execution of a run whose sync already went through: report, don't repeat.
+                delta = store.changes_of(entry.id)
+                context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
     summary = {
         "sync_id": entry.id,
         "dry_run": config.dry_run,
         "would_block": [v.guard for v in blockers] if config.dry_run else [],
         "log": vars(entry),
-        "delta": planned.delta[DELTA_COLUMNS],
+        "delta": delta[DELTA_COLUMNS],
     }
     return dg.Output(
         summary,

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..connectors.errors import ApiError
-from .assets import GROUP
+from .assets import GROUP, sync_id_of
 from .resources import DjangoRegistryResource, MembersDatabase
 from .store import RollbackError, SyncLogEntry
 
@@ -76,9 +76,9 @@ def rollback_membership_sync(
         inverse = inverse_delta(store.changes_of(config.sync_id))
         context.log.info(f"dry run: rolling back {config.sync_id} would change {len(inverse)} members")
         return {"sync_id": None, "would_change": len(inverse)}
-    entry = SyncLogEntry(id=context.run_id, source="rollback", status="success", run_id=context.run_id)
+    entry = SyncLogEntry(id=sync_id_of(context), source="rollback", status="success", run_id=context.run_id)
     try:
-        store.rollback(config.sync_id, entry)
+        entry = store.rollback(config.sync_id, entry)
     except RollbackError as exc:
         raise dg.Failure(str(exc)) from exc
     context.log.info(

@@ -221,6 +221,16 @@ class MembersStore:
                 row = c.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def applied_entry(self, sync_id: str, conn: sa.Connection | None = None) -> SyncLogEntry | None:
+        """The log entry of ``sync_id`` if that sync was applied (success or partial)."""
+        query = sa.select(sync_log).where(sync_log.c.id == sync_id, sync_log.c.status.in_(APPLIED))
+        if conn is not None:
+            row = conn.execute(query).mappings().first()
+        else:
+            with self.engine.connect() as c:
+                row = c.execute(query).mappings().first()
+        return SyncLogEntry(**{k: row[k] for k in SyncLogEntry.__dataclass_fields__}) if row else None
+
     def last_fetched_count(self) -> int | None:
         """Rows listed by the last successful sync from the registry (rollbacks don't count)."""
         with self.engine.connect() as conn:
@@ -302,12 +312,19 @@ class MembersStore:
         *,
         base_sync_id: str | None,
         rejected_rows: pd.DataFrame | None = None,
-    ) -> SyncLogEntry:
+    ) -> tuple[SyncLogEntry, bool]:
         """Apply ``delta``, quarantine ``rejected_rows`` and log ``entry`` in one transaction,
-        provided no other sync was applied since the delta was computed."""
+        provided no other sync was applied since the delta was computed.
+
+        Idempotent per sync id: if ``entry.id`` was already applied, nothing is written and the
+        logged entry is returned with ``False``.
+        """
         entry.with_counts(delta)
         now = entry.sync_time
         with self.write() as conn:
+            done = self.applied_entry(entry.id, conn)
+            if done is not None:
+                return done, False
             latest = self.last_applied_sync(conn)
             if (latest["id"] if latest else None) != base_sync_id:
                 raise StaleDeltaError(
@@ -318,8 +335,10 @@ class MembersStore:
                 self._apply_set_based(conn, delta, entry.id, now)
             if rejected_rows is not None:
                 self._save_rejects(conn, entry.id, rejected_rows, now)
+            # A re-execution that succeeds replaces the failed attempt's row of the same sync.
+            conn.execute(sync_log.delete().where(sync_log.c.id == entry.id, sync_log.c.status == "failed"))
             conn.execute(sync_log.insert().values(**asdict(entry)))
-        return entry
+        return entry, True
 
     def _apply_set_based(self, conn: sa.Connection, delta: pd.DataFrame, sync_id: str, now: datetime) -> None:
         staging = sa.Table(
@@ -393,6 +412,9 @@ class MembersStore:
 
     def rollback(self, target_sync_id: str, entry: SyncLogEntry) -> SyncLogEntry:
         """Restore the membership from before ``target_sync_id``; applied as a sync of its own."""
+        done = self.applied_entry(entry.id)
+        if done is not None:  # this rollback already went through (a re-executed run)
+            return done
         with self.engine.connect() as conn:
             target = (
                 conn.execute(sa.select(sync_log).where(sync_log.c.id == target_sync_id)).mappings().first()
@@ -408,7 +430,7 @@ class MembersStore:
         applied = self.changes_of(target_sync_id)
         inverse = inverse_delta(applied)
         entry.rolled_back_sync_id = target_sync_id
-        return self.apply(inverse, entry, base_sync_id=target_sync_id)
+        return self.apply(inverse, entry, base_sync_id=target_sync_id)[0]
 
 
 def inverse_delta(applied: pd.DataFrame) -> pd.DataFrame:

@@ -239,40 +239,39 @@ class DjangoRegistrySimulator:
                     m.update(fields)
             self.data.version += 1
 
-    def churn(self, step: int, fraction: float = 0.01) -> dict[str, int]:
-        """One month of membership life: some leave, some join, some change email."""
+    def churn(self, step: int, fraction: float = 0.01) -> dict[str, list[str]]:
+        """One month of membership life: some leave, some join, some change email.
+
+        Returns the kennitalas of each group, so tests can derive what a sync must do.
+        """
         rng = random.Random(self.data.seed * 1000 + step)
+
+        def kt_of(m: dict[str, Any]) -> str:
+            return str(m["kennitala"]).replace("-", "")
+
         with self._lock:
-            valid = [
-                m
-                for m in self.data.members
-                if str(m["kennitala"]).replace("-", "") in set(self.data.truth.valid_kennitalas)
-            ]
-            n = max(1, int(len(valid) * fraction))
-            leavers = rng.sample(valid, n)
-            gone = {str(m["kennitala"]) for m in leavers}
-            self.data.members = [m for m in self.data.members if str(m["kennitala"]) not in gone]
-            for m in rng.sample(
-                [
-                    m
-                    for m in self.data.members
-                    if str(m["kennitala"]).replace("-", "") in set(self.data.truth.valid_kennitalas)
-                ],
-                n,
-            ):
-                m["email"] = m["email"].replace("@", f".{step}@")
-            known = {str(m["kennitala"]).replace("-", "") for m in self.data.members}
-            joined = 0
-            while joined < n:
+            valid = set(self.data.truth.valid_kennitalas)
+            listed = sorted({kt_of(m) for m in self.data.members} & valid)
+            n = max(1, int(len(listed) * fraction))
+            left = rng.sample(listed, n)
+            self.data.members = [m for m in self.data.members if kt_of(m) not in set(left)]
+            stay = sorted(set(listed) - set(left))
+            changed = rng.sample(stay, n)
+            for m in self.data.members:
+                if kt_of(m) in set(changed):
+                    m["email"] = m["email"].replace("@", f".{step}@")
+            known = {kt_of(m) for m in self.data.members}
+            joined: list[str] = []
+            while len(joined) < n:
                 kt = make_kennitala(rng)
                 if kt in known:
                     continue
                 self.data.members.append(_person(rng, kt))
                 self.data.truth.valid_kennitalas.append(kt)
                 known.add(kt)
-                joined += 1
+                joined.append(kt)
             self.data.version += 1
-        return {"left": n, "joined": n, "changed": n}
+        return {"left": sorted(left), "joined": sorted(joined), "changed": sorted(changed)}
 
     # -- HTTP -----------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ class LocalSimulators:
         self.action_builder: ActionBuilderSimulator | None = None
         self.django: DjangoRegistrySimulator | None = None
         self.reused: list[str] = []
-        self.registry_churn: dict[str, int] | None = None
+        self.registry_churn: dict[str, list[str]] | None = None
 
     @property
     def django_state(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +30,15 @@ def run_identity(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> R
     return RunIdentity(run_id=root, attempt_run_id=run.run_id, started_at=started or datetime.now(UTC))
 
 
+def previous_attempts(warehouse: AuditWarehouse, table: str, run: RunIdentity) -> pd.DataFrame:
+    """Rows earlier attempts of this logical run wrote to ``table`` (empty on a first attempt)."""
+    if run.attempt_run_id == run.run_id:
+        return pd.DataFrame(columns=TABLES[table].column_names)
+    if not re.fullmatch(r"[0-9a-f-]{36}", run.run_id):
+        raise ValueError(f"unexpected run id {run.run_id!r}")
+    return warehouse.query(f"SELECT * FROM {{dataset}}.{table} WHERE run_id = '{run.run_id}'")
+
+
 def record(
     warehouse: AuditWarehouse, table: str, rows: pd.DataFrame, run: RunIdentity, *, stamp: bool = True
 ) -> int:
@@ -41,5 +51,9 @@ def record(
         frame["run_id"] = run.run_id
         frame["run_started_at"] = run.started_at
     if "attempt_run_id" in TABLES[table].column_names:
-        frame["attempt_run_id"] = run.attempt_run_id
+        # Rows carried over from an earlier attempt keep that attempt's id.
+        earlier = frame["attempt_run_id"] if "attempt_run_id" in frame.columns else None
+        frame["attempt_run_id"] = (
+            run.attempt_run_id if earlier is None else earlier.fillna(run.attempt_run_id)
+        )
     return warehouse.write(table, frame)

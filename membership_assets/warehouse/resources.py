@@ -3,7 +3,8 @@
 Both expose the same two calls: ``write(table, rows)`` (idempotent slice replace, see schema.py)
 and ``query(sql)`` where ``{dataset}`` in the SQL names the audit dataset. BigQuery writes use
 batch load jobs into a staging table (never streaming inserts, which cannot be deleted for ~90
-minutes) followed by DML, and tables are day-partitioned on ``run_started_at``.
+minutes) and one transaction that replaces the slice; tables are day-partitioned on
+``run_started_at`` and clustered by their slice key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 from dagster_gcp import BigQueryResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from .schema import TABLES, Table, conform
 
@@ -35,6 +36,8 @@ class AuditWarehouse(dg.ConfigurableResource):
     """Interface of the audit history store."""
 
     dataset: str = Field(default="membership_audit", description="Dataset (BigQuery) / schema (DuckDB).")
+    # Tables this resource instance already created or found (one check per table per run).
+    _ensured: set[str] = PrivateAttr(default_factory=set)
 
     @property
     def kind(self) -> str:
@@ -93,6 +96,7 @@ class DuckDBWarehouse(AuditWarehouse):
     def _ensure(self, con: Any, table: Table) -> None:
         cols = ", ".join(f'"{c.name}" {_DUCK_TYPES[c.type]}' for c in table.columns)
         con.execute(f'CREATE TABLE IF NOT EXISTS "{self.dataset}"."{table.name}" ({cols})')
+        self._ensured.add(table.name)
 
     def write(self, table: str, rows: pd.DataFrame) -> int:
         spec = self._table(table)
@@ -125,7 +129,8 @@ class DuckDBWarehouse(AuditWarehouse):
     def query(self, sql: str) -> pd.DataFrame:
         with self._connect() as con:
             for spec in TABLES.values():
-                self._ensure(con, spec)
+                if spec.name not in self._ensured:
+                    self._ensure(con, spec)
             return con.execute(sql.replace("{dataset}", f'"{self.dataset}"')).df()
 
 
@@ -142,7 +147,6 @@ class BigQueryWarehouse(AuditWarehouse):
         default="", description="Service-account JSON (BIGQUERY_CREDENTIALS_PASSWORD)."
     )
     api_endpoint: str = Field(default="", description="Emulator endpoint, e.g. http://127.0.0.1:9050.")
-    staging_expiration_hours: int = 2
 
     @property
     def kind(self) -> str:
@@ -187,7 +191,10 @@ class BigQueryWarehouse(AuditWarehouse):
         from google.api_core.exceptions import Conflict
         from google.cloud import bigquery
 
-        client.create_dataset(bigquery.Dataset(f"{client.project}.{self.dataset}"), exists_ok=True)
+        if spec.name in self._ensured:
+            return
+        if not self._ensured:
+            client.create_dataset(bigquery.Dataset(f"{client.project}.{self.dataset}"), exists_ok=True)
         table = bigquery.Table(self._full(client, spec.name), schema=_bq_schema(spec))
         table.description = spec.description
         table.time_partitioning = bigquery.TimePartitioning(
@@ -196,6 +203,7 @@ class BigQueryWarehouse(AuditWarehouse):
         table.clustering_fields = [spec.slice_key]
         with suppress(Conflict):  # a concurrent run created it first
             client.create_table(table, exists_ok=True)
+        self._ensured.add(spec.name)
 
     def write(self, table: str, rows: pd.DataFrame) -> int:
         from google.cloud import bigquery
@@ -208,31 +216,75 @@ class BigQueryWarehouse(AuditWarehouse):
                 return 0
             target = self._full(client, table)
             staging = self._full(client, f"_staging_{table}_{uuid.uuid4().hex[:12]}")
-            job = client.load_table_from_dataframe(
-                frame,
+            job = client.load_table_from_json(
+                _json_rows(frame, spec),
                 staging,
                 job_config=bigquery.LoadJobConfig(
                     schema=_bq_schema(spec), write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE
                 ),
             )
             job.result()
+            cols = ", ".join(spec.column_names)
+            key = spec.slice_key
+            # One job, one transaction: readers never see the slice deleted but not yet rewritten.
+            script = (
+                "BEGIN TRANSACTION; "
+                f"DELETE FROM `{target}` WHERE {key} IN (SELECT DISTINCT {key} FROM `{staging}`); "
+                f"INSERT INTO `{target}` ({cols}) SELECT {cols} FROM `{staging}`; "
+                "COMMIT TRANSACTION; "
+                f"DROP TABLE `{staging}`;"
+            )
             try:
-                cols = ", ".join(spec.column_names)
-                key = spec.slice_key
-                client.query(
-                    f"DELETE FROM `{target}` WHERE {key} IN (SELECT DISTINCT {key} FROM `{staging}`)"
-                ).result()
-                client.query(f"INSERT INTO `{target}` ({cols}) SELECT {cols} FROM `{staging}`").result()
-            finally:
+                client.query(script).result()
+            except Exception:
                 client.delete_table(staging, not_found_ok=True)
+                raise
         return len(frame)
 
     def query(self, sql: str) -> pd.DataFrame:
         with self.client() as client:
             for spec in TABLES.values():
                 self._ensure(client, spec)
-            rows = client.query(sql.replace("{dataset}", f"`{client.project}.{self.dataset}`")).result()
-            return rows.to_dataframe(create_bqstorage_client=False)
+            rows = client.query_and_wait(sql.replace("{dataset}", f"`{client.project}.{self.dataset}`"))
+            arrow = rows.to_arrow(create_bqstorage_client=False)
+            return arrow.to_pandas(types_mapper=_NULLABLE.get)
+
+
+def _nullable_types() -> dict[Any, Any]:
+    import pyarrow as pa
+
+    return {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+_NULLABLE = _nullable_types()
+
+
+def _json_rows(frame: pd.DataFrame, spec: Table) -> list[dict[str, Any]]:
+    """Rows for a JSON load job: plain Python values, ISO timestamps, None for missing."""
+    kinds = {c.name: c.type for c in spec.columns}
+    out = []
+    for record in frame.to_dict("records"):
+        row = {}
+        for name, value in record.items():
+            if (
+                value is None
+                or value is pd.NA
+                or value is pd.NaT
+                or (isinstance(value, float) and value != value)
+            ):
+                row[name] = None
+            elif kinds[name] == "TIMESTAMP":
+                row[name] = pd.Timestamp(value).isoformat()
+            elif kinds[name] == "INT64":
+                row[name] = int(value)
+            elif kinds[name] == "FLOAT64":
+                row[name] = float(value)
+            elif kinds[name] == "BOOL":
+                row[name] = bool(value)
+            else:
+                row[name] = str(value)
+        out.append(row)
+    return out
 
 
 def _bq_schema(spec: Table) -> list[Any]:

@@ -4,8 +4,9 @@ Every table is append-only history, partitioned by ``run_started_at`` (day) and 
 replacing a *slice*: all rows sharing the slice key of the incoming rows are deleted and the new
 rows inserted. Snapshots of a run are sliced by the logical run id (Dagster's root run id), so
 re-executing a run replaces its rows instead of duplicating them. Facts produced by side effects
-are sliced by their own identity (the sync id of an applied sync, the attempt's run id for tag
-deletions), because a second attempt is a new fact and must not overwrite the first.
+are sliced by their own identity: an applied sync by its sync id (itself the logical run id, and
+applied at most once), tag deletions by the logical run with earlier attempts' outcomes merged in
+(a deletion made by a first attempt is never overwritten by a re-execution's "already gone").
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "ab_tagging_deletions",
-            "attempt_run_id",
+            "run_id",
             "One row per planned tagging deletion and what happened to it.",
             _cols(
                 *RUN_COLUMNS,
