@@ -17,8 +17,18 @@ from .conftest import ab_resource_for
 JOB = "action_builder_tag_sync"
 
 
-def run_job(defs, instance, *, mode="full", dry_run=True, max_deletions=500, since=None, **extra_ops):
-    scan = {"mode": mode}
+def run_job(
+    defs,
+    instance,
+    *,
+    mode="full",
+    dry_run=True,
+    max_deletions=500,
+    since=None,
+    connections="auto",
+    **extra_ops,
+):
+    scan = {"mode": mode, "connections": connections}
     if since:
         scan["since"] = since
     ops = {
@@ -191,7 +201,7 @@ def test_no_recipients_means_no_email_but_a_clear_warning(local_resources, insta
 def test_quarantined_people_are_flagged_by_the_asset_check(defs, instance, ab_sim):
     victim = ab_sim.data.person_ids()[5]
     ab_sim.faults.add(path_pattern=f"/people/{victim}/connections", status=500, times=None)
-    result = run_job(defs, instance)
+    result = run_job(defs, instance, connections="per_person")
     assert result.success
     [check] = [
         e.asset_check_evaluation_data

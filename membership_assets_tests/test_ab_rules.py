@@ -58,6 +58,16 @@ def test_truth_is_the_first_active_unit_connection_not_the_first_one():
     assert [t.tagging_id for t in m.outdated_taggings] == ["stale"]
 
 
+def test_a_person_active_in_two_units_is_not_judged():
+    result = judge(
+        [person()],
+        [conn("c1", unit="u1", position=0), conn("c2", unit="u2", position=1)],
+        [tag("p", UNIT, "Local 2 Sports"), tag("p", UNIT, "Local 1 Newsroom")],
+    )
+    assert result.mismatches == [] and result.several_active_units == ["p"]
+    assert result.people_evaluated == 0
+
+
 def test_only_the_stale_duplicate_is_outdated():
     result = judge(
         [person()],

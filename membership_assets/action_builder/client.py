@@ -287,9 +287,21 @@ class ActionBuilderClient:
             raise BadResponseError(f"entity {entity_id}: expected an object", api=self.api.name)
         return body
 
-    def list_connections(self, person_id: str) -> list[dict[str, Any]]:
+    def list_connections(
+        self,
+        entity_id: str,
+        *,
+        map_fn: MapFn | None = None,
+        cache: PageCache | None = None,
+        kind: str = "connections",
+    ) -> list[dict[str, Any]]:
+        """Connections of a person, or of a unit (then: all its members' connections)."""
         return self.fetch_all(
-            self._c(f"/people/{person_id}/connections"), KEY_CONNECTIONS, kind="connections"
+            self._c(f"/people/{entity_id}/connections"),
+            KEY_CONNECTIONS,
+            kind=kind,
+            map_fn=map_fn,
+            cache=cache,
         )
 
     def list_person_taggings(self, person_id: str) -> list[dict[str, Any]]:

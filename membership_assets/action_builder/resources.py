@@ -37,6 +37,9 @@ class ActionBuilderResource(dg.ConfigurableResource):
     membership_type_field: str = "Membership Type"
     membership_status_field: str = "Membership Status"
     unit_connection_type: str = "People + Units"
+    unit_entity_type: str = Field(
+        default="Unit", description="Entity type of units (read per unit on full scans)."
+    )
 
     @property
     def field_names(self) -> FieldNames:
@@ -45,6 +48,7 @@ class ActionBuilderResource(dg.ConfigurableResource):
             membership_type=self.membership_type_field,
             membership_status=self.membership_status_field,
             connection_type=self.unit_connection_type,
+            unit_entity_type=self.unit_entity_type,
         )
 
     def open_client(self, log: Any = None) -> ActionBuilderClient:

@@ -3,10 +3,11 @@
 Semantics (reference: SGShuman/actionbuilder_updater, shared/reference/action-builder-api.md §3a),
 with the deliberate differences called out:
 
-* The truth is the person's first *active* "People + Units" connection: its unit entity's name,
-  and the "Membership Type" / "Membership Status" taggings on that connection. A person with no
-  active connection is an inactive member and is judged against their first (inactive) one.
-  (The reference read the type from the first connection even when inactive.)
+* The truth is the person's *active* "People + Units" connection: its unit entity's name, and the
+  "Membership Type" / "Membership Status" taggings on that connection. A person with no active
+  connection is an inactive member and is judged against their first (inactive) one. (The
+  reference read the type from the first connection even when inactive.) A person active in two
+  units is not judged: either unit tag may be right.
 * People with no "People + Units" connection at all are not judged: there is no truth to compare
   with, and a glitch in fetching connections must never wipe tags. (The reference flagged them as
   "Unknown Unit" and deleted their tags.)
@@ -33,6 +34,7 @@ class FieldNames:
     membership_type: str = "Membership Type"
     membership_status: str = "Membership Status"
     connection_type: str = "People + Units"
+    unit_entity_type: str = "Unit"
 
     @property
     def tag_fields(self) -> tuple[str, str, str]:
@@ -73,6 +75,7 @@ class Evaluation:
     people_evaluated: int = 0
     inactive_members: int = 0
     without_unit_connection: list[str] = field(default_factory=list)
+    several_active_units: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -133,8 +136,12 @@ def evaluate(
         if not unit_conns:
             result.without_unit_connection.append(pid)
             continue
-        result.people_evaluated += 1
         active = [c for c in unit_conns if not c.inactive]
+        if len(active) > 1:
+            # Active in two units: either unit tag may be right, so neither is judged.
+            result.several_active_units.append(pid)
+            continue
+        result.people_evaluated += 1
         source = active[0] if active else unit_conns[0]
         inactive = not active
         result.inactive_members += inactive

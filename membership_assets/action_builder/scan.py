@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from .records import (
 from .rules import FieldNames
 
 STRATEGIES = ("auto", "per_person", "per_tag")
+CONNECTION_STRATEGIES = ("auto", "per_person", "per_unit")
 logger = logging.getLogger(__name__)
 
 
@@ -68,6 +70,7 @@ class CampaignSnapshot:
     requests: dict[str, Any] = field(default_factory=dict)
     resumed_items: int = 0
     strategy_costs: dict[str, int] = field(default_factory=dict)
+    connections_strategy: str = "per_person"
 
     @property
     def people(self) -> list[Person]:
@@ -194,9 +197,15 @@ class CampaignScanner:
 
     # -- the scan ---------------------------------------------------------------------------------
 
-    def scan(self, *, since: datetime | None = None, strategy: str = "auto") -> CampaignSnapshot:
+    def scan(
+        self, *, since: datetime | None = None, strategy: str = "auto", connections: str = "auto"
+    ) -> CampaignSnapshot:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if connections not in CONNECTION_STRATEGIES:
+            raise ValueError(f"connections must be one of {CONNECTION_STRATEGIES}, got {connections!r}")
+        if connections == "per_unit" and since is not None:
+            raise ValueError("per-unit connection reads need a full scan: only it lists every unit")
         started = time.time()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ab-scan") as pool:
 
@@ -222,29 +231,13 @@ class CampaignScanner:
                     known_units[entity.person_id] = unit_from_api(raw)
             persons = [e for e in entities if e.is_person]
 
-            raw_conns = self._fetch_each(
-                pool,
-                "connections",
-                [p.person_id for p in persons],
-                self.client.list_connections,
-                lambda pid: [pid],
-            )
-            connections: list[Connection] = []
+            by_person, conn_mode = self._unit_connections(pool, map_fn, persons, entities, since, connections)
+            connections_read = [c for pid in sorted(by_person) for c in by_person[pid]]
             source: dict[str, Connection] = {}
-            for person in persons:
-                pid = person.person_id
-                if pid in self.quarantined or raw_conns.get(pid) is None:
-                    continue
-                try:
-                    conns = [connection_from_api(c, pid, i) for i, c in enumerate(raw_conns[pid])]
-                except RecordError as exc:
-                    self._quarantine(pid, f"unreadable connection: {exc}")
-                    continue
-                connections.extend(conns)
-                unit_conns = [c for c in conns if c.connection_type == self.names.connection_type]
-                if unit_conns:
-                    active = [c for c in unit_conns if not c.inactive]
-                    source[pid] = (active or unit_conns)[0]
+            for pid, conns in by_person.items():
+                active = [c for c in conns if not c.inactive]
+                if len(active) < 2:  # active in two units: not judged, so nothing to read
+                    source[pid] = (active or sorted(conns, key=lambda c: c.position))[0]
             self._check_quarantine(len(persons))
 
             missing_units = sorted(
@@ -291,7 +284,7 @@ class CampaignScanner:
             strategy=chosen,
             entities=entities,
             units=known_units,
-            connections=connections,
+            connections=connections_read,
             taggings=kept,
             tags=catalog,
             quarantined=dict(self.quarantined),
@@ -301,7 +294,94 @@ class CampaignScanner:
             requests=self.client.stats.snapshot(),
             resumed_items=self.resumed,
             strategy_costs=costs,
+            connections_strategy=conn_mode,
         )
+
+    def _unit_connections(
+        self,
+        pool,
+        map_fn,
+        persons: list[Person],
+        entities: list[Person],
+        since: datetime | None,
+        requested: str,
+    ) -> tuple[dict[str, list[Connection]], str]:
+        """Every readable person's "People + Units" connections, read per person or per unit.
+
+        A connection is one object seen from both ends, so a unit's connection listing holds all
+        its members' connections, 25 per page, instead of one request per person. Only a full
+        listing names every unit, so incremental scans read per person.
+        """
+        units = [
+            e.person_id
+            for e in entities
+            if e.entity_type.strip().lower() == self.names.unit_entity_type.lower()
+        ]
+        mode = requested
+        if requested == "auto":
+            mode = "per_unit" if since is None and units else "per_person"
+        wanted = [p.person_id for p in persons if p.person_id not in self.quarantined]
+        if mode == "per_person":
+            return self._connections_per_person(pool, wanted), mode
+        found = self._connections_per_unit(map_fn, units, set(wanted))
+        if found is None:
+            return self._connections_per_person(pool, wanted), "per_person"
+        # The person's own listing order decides between several inactive unit connections.
+        ordered = [pid for pid, cs in found.items() if len(cs) > 1 and all(c.inactive for c in cs)]
+        if ordered:
+            found.update(self._connections_per_person(pool, ordered))
+        return found, mode
+
+    def _connections_per_person(self, pool, person_ids: list[str]) -> dict[str, list[Connection]]:
+        raw = self._fetch_each(
+            pool, "connections", person_ids, self.client.list_connections, lambda pid: [pid]
+        )
+        out: dict[str, list[Connection]] = {}
+        for pid in person_ids:
+            if pid in self.quarantined or raw.get(pid) is None:
+                continue
+            try:
+                conns = [connection_from_api(c, pid, i) for i, c in enumerate(raw[pid])]
+            except RecordError as exc:
+                self._quarantine(pid, f"unreadable connection: {exc}")
+                continue
+            unit_conns = [c for c in conns if c.connection_type == self.names.connection_type]
+            if unit_conns:
+                out[pid] = unit_conns
+        return out
+
+    def _connections_per_unit(
+        self, map_fn, units: list[str], person_ids: set[str]
+    ) -> dict[str, list[Connection]] | None:
+        found: dict[str, list[Connection]] = defaultdict(list)
+        progress = Progress(self.log, "unit connections", len(units), self.progress_every)
+        for uid in units:
+            cache = self.cp.page_cache(f"unit_connections:{uid}") if self.cp else None
+            for raw in self.client.list_connections(
+                uid, map_fn=map_fn, cache=cache, kind="unit_connections_page"
+            ):
+                if raw.get("connection_type") != self.names.connection_type:
+                    continue
+                try:
+                    seen = connection_from_api(raw, uid, 0)
+                except RecordError as exc:
+                    # Without a readable connection we cannot tell whose it is: read per person.
+                    self.log.warning(f"unit {uid} lists an unreadable connection ({exc}); reading per person")
+                    return None
+                if seen.other_id in person_ids:
+                    member = seen.other_id
+                    found[member].append(
+                        Connection(
+                            seen.connection_id,
+                            member,
+                            uid,
+                            seen.connection_type,
+                            seen.inactive,
+                            len(found[member]),
+                        )
+                    )
+            progress.tick()
+        return dict(found)
 
     def _choose_strategy(
         self, requested: str, relevant_tags: list[str], judged: int

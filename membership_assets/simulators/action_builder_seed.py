@@ -116,6 +116,8 @@ SCENARIOS = {
     "former_member_stale": 2,  # only an inactive connection, stale status tag
     "no_unit_connection": 5,  # never judged
     "no_type_on_connection": 5,  # connection says nothing about type: type not compared
+    "two_active_units": 1,  # works in two units, tagged with both: not judged
+    "former_member_of_two_units": 1,  # left two units; judged against the first listed one
 }
 
 
@@ -358,6 +360,22 @@ def _plant_person(
             reasons.append("status_outdated")
         else:
             person_tag(STATUS_FIELD, "Inactive")
+    elif scenario == "two_active_units":
+        unit_connection(unit, False, mtype, expected_status)
+        unit_connection(other_unit, False, other_type, expected_status)
+        person_tag(UNIT_FIELD, units[unit])
+        person_tag(UNIT_FIELD, units[other_unit])
+        judged = False
+    elif scenario == "former_member_of_two_units":
+        # Order matters here: only the person's own connection listing says which comes first.
+        inactive = True
+        expected_status = "Inactive"
+        unit_connection(unit, True, mtype, "Inactive")
+        unit_connection(other_unit, True, other_type, "Inactive")
+        outdated.append(person_tag(UNIT_FIELD, units[other_unit]))
+        reasons.append("unit_outdated")
+        person_tag(TYPE_FIELD, mtype)
+        person_tag(STATUS_FIELD, "Inactive")
     elif scenario == "no_type_on_connection":
         expected_type = None
         unit_connection(unit, False, None, expected_status)
