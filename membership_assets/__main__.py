@@ -104,7 +104,8 @@ def _ab_summary(result) -> str:
         lines.append(
             f"scanned {scan['people']} people ({scan['mode']}), {scan['judged']} judged, "
             f"{scan['requests']} requests ({scan['requests'] / max(scan['people'], 1):.2f}/person), "
-            f"{scan['rate_limited_429']} rate-limited, {scan['seconds']:.1f}s, strategy {scan['strategy']}"
+            f"{scan['rate_limited_429']} rate-limited, {scan['seconds']:.1f}s, "
+            f"read {scan['strategy']} / {scan['connections_strategy']}"
         )
         mismatches = result.output_for_node("membership_mismatches", "membership_mismatches")
         lines.append(

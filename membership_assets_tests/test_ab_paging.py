@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from membership_assets.action_builder.client import ActionBuilderClient, native_id, parse_page
+from membership_assets.action_builder.client import ActionBuilderClient, Listing, native_id, parse_page
 from membership_assets.connectors.errors import BadResponseError, IncompleteListingError
 from membership_assets.simulators.action_builder import ActionBuilderSimulator
 from membership_assets.simulators.action_builder_seed import CampaignData
@@ -209,3 +209,61 @@ def test_links_to_another_origin_are_refused(ab_sim):
     client = client_for(ab_sim)
     with pytest.raises(BadResponseError, match="another origin"):
         client.api.url_for("https://evil.example.com/api/rest/v1/campaigns")
+
+
+def test_many_listings_are_read_together_and_each_completely():
+    """Per-unit and per-tag reads: all first pages first, then every remaining page, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = campaign_with_entities(200)
+    sizes = {"person-00000": 0, "person-00001": 1, "person-00002": 25, "person-00003": 26, "person-00004": 60}
+    others = iter(data.entity_order[10:])
+    for hub, n in sizes.items():
+        for _ in range(n):
+            cid = f"conn-{len(data.connections):04d}"
+            data.connections[cid] = {
+                "id": cid,
+                "a": next(others) if n < 60 else data.entity_order[10 + len(data.connections) % 190],
+                "b": hub,
+                "type": "People + Units",
+                "inactive": False,
+                "created": "2026-01-01T00:00:00.000Z",
+            }
+    with ActionBuilderSimulator(data, rate_limit=None) as sim:
+        client = client_for(sim)
+        one_by_one = {hub: client.list_connections(hub) for hub in sizes}
+        assert {hub: len(c) for hub, c in one_by_one.items()} == sizes
+
+        calls: list[int] = []
+        fetch_page = client.fetch_page
+
+        def recording(path, key, page, params, kind):
+            calls.append(page)
+            return fetch_page(path, key, page, params, kind)
+
+        client.fetch_page = recording
+        with ThreadPoolExecutor(8) as pool:
+            together = client.fetch_listings(
+                [client.connections_listing(hub) for hub in sizes], map_fn=lambda fn, xs: pool.map(fn, xs)
+            )
+        assert together == list(one_by_one.values())
+        # 1 + 1 + 1 + 2 + 3 pages, and every first page before any later one.
+        assert sorted(calls) == [1, 1, 1, 1, 1, 2, 2, 3]
+        assert calls[:5] == [1] * 5
+
+
+def test_a_listing_shrinking_among_many_is_an_error():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ActionBuilderSimulator(campaign_with_entities(60), rate_limit=None) as sim:
+
+        def shrink(body):
+            body["total_pages"] = 2
+            return body
+
+        sim.faults.add(path_pattern=people_page(3), mutate=shrink, times=None)
+        client = client_for(sim, max_attempts=2)
+        people = Listing(f"campaigns/{sim.data.campaign_id}/people", "osdi:people", "people_page")
+        listings = [client.connections_listing("person-00000"), people]
+        with ThreadPoolExecutor(4) as pool, pytest.raises(IncompleteListingError, match="shrank"):
+            client.fetch_listings(listings, map_fn=lambda fn, xs: pool.map(fn, xs))

@@ -128,7 +128,8 @@ def action_builder_campaign(
     context.log.info(
         f"scan done: {persons} people ({summary['judged']} judged) in {snap.seconds:.1f}s with "
         f"{req['requests']} requests ({req['requests'] / max(persons, 1):.2f}/person, "
-        f"{req['rate_limited_429']} rate-limited), strategy {snap.strategy}"
+        f"{req['rate_limited_429']} rate-limited); taggings read {snap.strategy}, "
+        f"connections read {snap.connections_strategy}"
     )
     yield dg.Output(
         people,
@@ -146,7 +147,11 @@ def action_builder_campaign(
             "requests_by_kind": dg.MetadataValue.json(req["by_kind"]),
         },
     )
-    yield dg.Output(connections, "ab_connections", metadata={"dagster/row_count": len(connections)})
+    yield dg.Output(
+        connections,
+        "ab_connections",
+        metadata={"dagster/row_count": len(connections), "strategy": snap.connections_strategy},
+    )
     yield dg.Output(units, "ab_units", metadata={"dagster/row_count": len(units)})
     yield dg.Output(
         taggings,

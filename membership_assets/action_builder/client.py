@@ -14,7 +14,8 @@ shorter list, because downstream steps delete tags on the strength of these list
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -144,7 +145,26 @@ def odata_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-MapFn = Callable[[Callable[[int], Page], Iterable[int]], Iterator[Page]]
+MapFn = Callable[[Callable[[Any], Page], Iterable[Any]], Iterator[Page]]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One paged listing to read in full (e.g. a unit's connections, a tag's taggings)."""
+
+    path: str
+    key: str
+    kind: str
+    params: dict[str, Any] | None = None
+    cache: PageCache | None = None
+
+
+class PageProgress(Protocol):
+    """Told how many pages are known to exist, and when each is fetched."""
+
+    def expect(self, pages: int) -> None: ...
+
+    def tick(self) -> None: ...
 
 
 class ActionBuilderClient:
@@ -212,41 +232,80 @@ class ActionBuilderClient:
         kind: str,
         map_fn: MapFn | None = None,
         cache: PageCache | None = None,
+        progress: PageProgress | None = None,
     ) -> list[dict[str, Any]]:
         """Every item of a listing, provably complete, pages 2..N fetched through ``map_fn``."""
+        listing = Listing(path, key, kind, params, cache)
+        return self.fetch_listings([listing], map_fn=map_fn, progress=progress)[0]
 
-        def get(n: int) -> Page:
-            cached = cache.get(n) if cache is not None else None
-            if cached is not None:
-                return cached
-            fetched = self.fetch_page(path, key, n, params, kind)
-            if cache is not None:
-                cache.put(fetched)
-            return fetched
+    def fetch_listings(
+        self,
+        listings: Sequence[Listing],
+        *,
+        map_fn: MapFn | None = None,
+        progress: PageProgress | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Every item of each listing, each provably complete.
 
-        first = get(1)
-        if first.total_pages is None:
-            return _dedupe(self._follow_without_total(first, path, key, params, kind))
-        pages = [first]
-        expected = first.total_pages
-        fetched_upto = 1
+        All first pages go out together, then every remaining page of every listing, so reading
+        many short listings (one per unit or per tag) keeps the whole rate budget busy instead of
+        waiting on each listing's first page in turn.
+        """
         mapper = map_fn or (lambda fn, xs: map(fn, xs))
-        while fetched_upto < expected:
-            numbers = range(fetched_upto + 1, expected + 1)
-            new_pages = list(mapper(get, numbers))
-            pages.extend(new_pages)
-            fetched_upto = expected
-            reported = max((p.total_pages or 0) for p in new_pages)
-            if any((p.total_pages or 0) < expected for p in new_pages):
-                raise IncompleteListingError(
-                    f"{path}: page count shrank from {expected} while paging; the listing "
-                    "changed under us and cannot be proven complete",
-                    api=self.api.name,
+
+        def get(job: tuple[int, int]) -> Page:
+            i, n = job
+            listing = listings[i]
+            page = listing.cache.get(n) if listing.cache is not None else None
+            if page is None:
+                page = self.fetch_page(listing.path, listing.key, n, listing.params, listing.kind)
+                if listing.cache is not None:
+                    listing.cache.put(page)
+            if progress is not None:
+                progress.tick()
+            return page
+
+        if progress is not None:
+            progress.expect(len(listings))
+        firsts = list(mapper(get, [(i, 1) for i in range(len(listings))]))
+        pages = [[first] for first in firsts]
+        expected = [first.total_pages for first in firsts]
+        fetched_upto = [1] * len(listings)
+        while True:
+            jobs = [
+                (i, n)
+                for i, total in enumerate(expected)
+                if total is not None
+                for n in range(fetched_upto[i] + 1, total + 1)
+            ]
+            if not jobs:
+                break
+            if progress is not None:
+                progress.expect(len(jobs))
+            fetched: dict[int, list[Page]] = defaultdict(list)
+            for (i, _), page in zip(jobs, mapper(get, jobs), strict=True):
+                fetched[i].append(page)
+            for i, new_pages in fetched.items():
+                if any((p.total_pages or 0) < expected[i] for p in new_pages):
+                    raise IncompleteListingError(
+                        f"{listings[i].path}: page count shrank from {expected[i]} while paging; "
+                        "the listing changed under us and cannot be proven complete",
+                        api=self.api.name,
+                    )
+                pages[i].extend(new_pages)
+                fetched_upto[i] = expected[i]
+                # Items added during a long scan append pages at the end; fetch those as well.
+                expected[i] = max(expected[i], *(p.total_pages or 0 for p in new_pages))
+        out = []
+        for i, listing in enumerate(listings):
+            if expected[i] is None:
+                items = self._follow_without_total(
+                    firsts[i], listing.path, listing.key, listing.params, listing.kind
                 )
-            # People added during a long scan append pages at the end; fetch those as well.
-            expected = max(expected, reported)
-        items = [item for p in sorted(pages, key=lambda p: p.number) for item in p.items]
-        return _dedupe(items)
+            else:
+                items = [item for p in sorted(pages[i], key=lambda p: p.number) for item in p.items]
+            out.append(_dedupe(items))
+        return out
 
     def _follow_without_total(
         self, first: Page, path: str, key: str, params: dict[str, Any] | None, kind: str
@@ -270,13 +329,20 @@ class ActionBuilderClient:
         *,
         map_fn: MapFn | None = None,
         cache: PageCache | None = None,
+        progress: PageProgress | None = None,
     ) -> list[dict[str, Any]]:
         """Every entity (people and units alike) of the campaign, optionally modified since."""
         params = None
         if modified_since is not None:
             params = {"filter": f"modified_date gt '{odata_datetime(modified_since)}'"}
         return self.fetch_all(
-            self._c("/people"), KEY_PEOPLE, params=params, kind="people_page", map_fn=map_fn, cache=cache
+            self._c("/people"),
+            KEY_PEOPLE,
+            params=params,
+            kind="people_page",
+            map_fn=map_fn,
+            cache=cache,
+            progress=progress,
         )
 
     def get_entity(self, entity_id: str) -> dict[str, Any]:
@@ -287,22 +353,14 @@ class ActionBuilderClient:
             raise BadResponseError(f"entity {entity_id}: expected an object", api=self.api.name)
         return body
 
-    def list_connections(
-        self,
-        entity_id: str,
-        *,
-        map_fn: MapFn | None = None,
-        cache: PageCache | None = None,
-        kind: str = "connections",
-    ) -> list[dict[str, Any]]:
+    def connections_listing(
+        self, entity_id: str, *, cache: PageCache | None = None, kind: str = "connections"
+    ) -> Listing:
         """Connections of a person, or of a unit (then: all its members' connections)."""
-        return self.fetch_all(
-            self._c(f"/people/{entity_id}/connections"),
-            KEY_CONNECTIONS,
-            kind=kind,
-            map_fn=map_fn,
-            cache=cache,
-        )
+        return Listing(self._c(f"/people/{entity_id}/connections"), KEY_CONNECTIONS, kind, cache=cache)
+
+    def list_connections(self, entity_id: str) -> list[dict[str, Any]]:
+        return self.fetch_listings([self.connections_listing(entity_id)])[0]
 
     def list_person_taggings(self, person_id: str) -> list[dict[str, Any]]:
         return self.fetch_all(self._c(f"/people/{person_id}/taggings"), KEY_TAGGINGS, kind="person_taggings")
@@ -312,24 +370,19 @@ class ActionBuilderClient:
             self._c(f"/connections/{connection_id}/taggings"), KEY_TAGGINGS, kind="connection_taggings"
         )
 
-    def list_tags(self, *, map_fn: MapFn | None = None) -> list[dict[str, Any]]:
-        return self.fetch_all(self._c("/tags"), KEY_TAGS, kind="tags_page", map_fn=map_fn)
+    def list_tags(
+        self, *, map_fn: MapFn | None = None, cache: PageCache | None = None
+    ) -> list[dict[str, Any]]:
+        return self.fetch_all(self._c("/tags"), KEY_TAGS, kind="tags_page", map_fn=map_fn, cache=cache)
 
     def first_tag_taggings_page(self, tag_id: str) -> Page:
         return self.fetch_page(
             self._c(f"/tags/{tag_id}/taggings"), KEY_TAGGINGS, 1, None, "tag_taggings_page"
         )
 
-    def list_tag_taggings(
-        self, tag_id: str, *, map_fn: MapFn | None = None, cache: PageCache | None = None
-    ) -> list[dict[str, Any]]:
-        return self.fetch_all(
-            self._c(f"/tags/{tag_id}/taggings"),
-            KEY_TAGGINGS,
-            kind="tag_taggings_page",
-            map_fn=map_fn,
-            cache=cache,
-        )
+    def tag_taggings_listing(self, tag_id: str, *, cache: PageCache | None = None) -> Listing:
+        """Every tagging of one tag (on people and connections alike)."""
+        return Listing(self._c(f"/tags/{tag_id}/taggings"), KEY_TAGGINGS, "tag_taggings_page", cache=cache)
 
     # -- writes -------------------------------------------------------------------------------
 

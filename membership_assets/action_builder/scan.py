@@ -6,7 +6,10 @@ Here every request counts and the rate limit is the only brake:
 * people are listed 25 per page, pages fetched concurrently;
 * units come free with a full listing (the people endpoint lists every entity type) and are
   fetched once each otherwise;
-* connections are listed once per person (the API has no bulk endpoint for them);
+* unit connections are listed per unit on full scans (a unit's listing holds all its members'
+  connections, 25 per page), per person on incremental ones;
+* many short listings (one per unit, one per tag) are read together: all first pages, then all
+  remaining pages, so the rate budget never idles on one listing's first page;
 * membership taggings are read either per person (person + source connection) or per tag
   (``/tags/{id}/taggings`` for the handful of unit/type/status tags), whichever costs fewer
   requests for this scan; both give the same snapshot;
@@ -31,7 +34,7 @@ from typing import Any
 
 from ..connectors.errors import ApiError, AuthError, NotFoundError
 from .checkpoint import MemoryPageCache, ScanCheckpoint
-from .client import ActionBuilderClient, native_id
+from .client import ActionBuilderClient, Page, PageCache, native_id
 from .records import (
     Connection,
     Person,
@@ -84,17 +87,24 @@ class CampaignSnapshot:
 class Progress:
     """Logs "x/y done, rate, ETA" at most every ``every`` seconds and at 100%."""
 
-    def __init__(self, log: Any, label: str, total: int, every: float = 15.0):
+    def __init__(self, log: Any, label: str, total: int = 0, every: float = 15.0):
         self.log, self.label, self.total, self.every = log, label, total, every
+        self.known_total = total > 0  # else it grows as listings reveal page counts
         self.done = 0
         self.start = self.last = time.monotonic()
         self._lock = threading.Lock()
+
+    def expect(self, more: int) -> None:
+        """Listings learn their page counts as they go."""
+        with self._lock:
+            self.total += more
 
     def tick(self) -> None:
         with self._lock:
             self.done += 1
             now = time.monotonic()
-            if self.done != self.total and now - self.last < self.every:
+            final = self.known_total and self.done == self.total
+            if not final and now - self.last < self.every:
                 return
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
@@ -145,6 +155,9 @@ class CampaignScanner:
                 f"{len(self.quarantined)} of {population} people could not be read (limit {limit}); "
                 f"refusing to judge the campaign on partial data. First: {sample}"
             )
+
+    def _page_cache(self, listing: str) -> PageCache | None:
+        return self.cp.page_cache(listing) if self.cp else None
 
     def _fetch_each(
         self,
@@ -212,8 +225,13 @@ class CampaignScanner:
             def map_fn(fn, xs):
                 return pool.map(fn, xs)
 
-            people_cache = self.cp.page_cache("people") if self.cp else None
-            raw_entities = self.client.list_people(since, map_fn=map_fn, cache=people_cache)
+            people_cache = self._page_cache("people")
+            raw_entities = self.client.list_people(
+                since,
+                map_fn=map_fn,
+                cache=people_cache,
+                progress=Progress(self.log, "people pages", every=self.progress_every),
+            )
             self.log.info(
                 f"listed {len(raw_entities)} entities" + (f" modified since {since}" if since else "")
             )
@@ -253,15 +271,16 @@ class CampaignScanner:
                     except RecordError as exc:
                         self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
 
-            tags = self.client.list_tags(map_fn=map_fn)
+            tags = self.client.list_tags(map_fn=map_fn, cache=self._page_cache("tags"))
             catalog = _tag_catalog(tags)
             judged = [pid for pid in source if pid not in self.quarantined]
             relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
 
-            chosen, costs, probe_caches = self._choose_strategy(strategy, relevant_tags, len(judged))
+            tag_caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
+            chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, tag_caches)
             taggings: list[Tagging] | None = None
             if chosen == "per_tag":
-                taggings = self._taggings_per_tag(relevant_tags, map_fn, probe_caches)
+                taggings = self._taggings_per_tag(relevant_tags, map_fn, tag_caches)
                 if taggings is None:
                     chosen = "per_person"
             if taggings is None:
@@ -292,7 +311,7 @@ class CampaignScanner:
             started_at=started,
             finished_at=time.time(),
             requests=self.client.stats.snapshot(),
-            resumed_items=self.resumed,
+            resumed_items=self.resumed + (self.cp.reused_pages if self.cp else 0),
             strategy_costs=costs,
             connections_strategy=conn_mode,
         )
@@ -353,13 +372,19 @@ class CampaignScanner:
     def _connections_per_unit(
         self, map_fn, units: list[str], person_ids: set[str]
     ) -> dict[str, list[Connection]] | None:
+        listings = [
+            self.client.connections_listing(
+                uid,
+                cache=self._page_cache(f"unit_connections:{uid}"),
+                kind="unit_connections_page",
+            )
+            for uid in units
+        ]
+        progress = Progress(self.log, "unit connection pages", every=self.progress_every)
+        listed = self.client.fetch_listings(listings, map_fn=map_fn, progress=progress)
         found: dict[str, list[Connection]] = defaultdict(list)
-        progress = Progress(self.log, "unit connections", len(units), self.progress_every)
-        for uid in units:
-            cache = self.cp.page_cache(f"unit_connections:{uid}") if self.cp else None
-            for raw in self.client.list_connections(
-                uid, map_fn=map_fn, cache=cache, kind="unit_connections_page"
-            ):
+        for uid, raws in zip(units, listed, strict=True):
+            for raw in raws:
                 if raw.get("connection_type") != self.names.connection_type:
                     continue
                 try:
@@ -368,8 +393,8 @@ class CampaignScanner:
                     # Without a readable connection we cannot tell whose it is: read per person.
                     self.log.warning(f"unit {uid} lists an unreadable connection ({exc}); reading per person")
                     return None
-                if seen.other_id in person_ids:
-                    member = seen.other_id
+                member = seen.other_id
+                if member in person_ids:
                     found[member].append(
                         Connection(
                             seen.connection_id,
@@ -380,44 +405,43 @@ class CampaignScanner:
                             len(found[member]),
                         )
                     )
-            progress.tick()
         return dict(found)
 
     def _choose_strategy(
-        self, requested: str, relevant_tags: list[str], judged: int
-    ) -> tuple[str, dict[str, int], dict[str, MemoryPageCache]]:
+        self, requested: str, relevant_tags: list[str], judged: int, map_fn, caches: dict[str, PageCache]
+    ) -> tuple[str, dict[str, int]]:
         per_person_cost = 2 * judged  # person taggings + source-connection taggings
         costs = {"per_person_estimate": per_person_cost}
-        caches: dict[str, MemoryPageCache] = {}
         if requested == "per_person" or (requested == "auto" and len(relevant_tags) >= per_person_cost):
-            return "per_person", costs, caches
+            return "per_person", costs
         if requested == "per_tag":
-            return "per_tag", costs, caches
+            return "per_tag", costs
+
         # Probe page 1 of each relevant tag: it tells the page count, and is reused if chosen.
-        total = 0
-        for tid in relevant_tags:
-            first = self.client.first_tag_taggings_page(tid)
-            cache = MemoryPageCache()
-            cache.put(first)
-            caches[tid] = cache
-            total += first.total_pages or 1
+        def probe(tid: str) -> Page:
+            first = caches[tid].get(1)
+            if first is None:
+                first = self.client.first_tag_taggings_page(tid)
+                caches[tid].put(first)
+            return first
+
+        total = sum(first.total_pages or 1 for first in map_fn(probe, relevant_tags))
         costs["per_tag_pages"] = total
         chosen = "per_tag" if total - len(relevant_tags) <= per_person_cost else "per_person"
         self.log.info(
             f"tagging strategy: {chosen} (per tag {total} pages, per person ~{per_person_cost} requests)"
         )
-        return chosen, costs, caches
+        return chosen, costs
 
     def _taggings_per_tag(
-        self, relevant_tags: list[str], map_fn, caches: dict[str, MemoryPageCache]
+        self, relevant_tags: list[str], map_fn, caches: dict[str, PageCache]
     ) -> list[Tagging] | None:
+        listings = [self.client.tag_taggings_listing(tid, cache=caches[tid]) for tid in relevant_tags]
+        progress = Progress(self.log, "tag tagging pages", every=self.progress_every)
         out: list[Tagging] = []
-        progress = Progress(self.log, "tag taggings", len(relevant_tags), self.progress_every)
-        for tid in relevant_tags:
-            cache = self.cp.page_cache(f"tag:{tid}") if self.cp else caches.get(tid)
-            if self.cp and tid in caches and cache.get(1) is None:
-                cache.put(caches[tid].get(1))
-            for raw in self.client.list_tag_taggings(tid, map_fn=map_fn, cache=cache):
+        listed = self.client.fetch_listings(listings, map_fn=map_fn, progress=progress)
+        for tid, raws in zip(relevant_tags, listed, strict=True):
+            for raw in raws:
                 try:
                     out.append(tagging_from_api(raw, tag_id=tid))
                 except RecordError as exc:
@@ -425,7 +449,6 @@ class CampaignScanner:
                         f"per-tag listing cannot attribute a tagging ({exc}); falling back to per-person reads"
                     )
                     return None
-            progress.tick()
         return out
 
     def _taggings_per_person(

@@ -49,6 +49,7 @@ class ActionBuilderSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         tagging_tag_links: bool = False,
+        latency: float = 0.0,
     ):
         self.data = data or generate_campaign(SeedConfig())
         self.token = token
@@ -58,7 +59,13 @@ class ActionBuilderSimulator:
         self._lock = threading.RLock()
         self._index()
         self.server = SimulatorServer(
-            self.handle, name="action_builder", host=host, port=port, rate_limit=rate_limit, burst=burst
+            self.handle,
+            name="action_builder",
+            host=host,
+            port=port,
+            rate_limit=rate_limit,
+            burst=burst,
+            latency=latency,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------

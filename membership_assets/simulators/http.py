@@ -159,8 +159,10 @@ class SimulatorServer:
         port: int = 0,
         rate_limit: float | None = None,
         burst: float | None = None,
+        latency: float = 0.0,
     ):
         self.app = app
+        self.latency = latency  # seconds per answered request, like a real API's think time
         self.name = name
         self.faults = FaultInjector()
         self.log = RequestLog()
@@ -207,6 +209,8 @@ class SimulatorServer:
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     route="rate_limited",
                 )
+        if self.latency:
+            time.sleep(self.latency)
         fault = self.faults.take(req.method, target)
         if fault and fault.delay:
             time.sleep(fault.delay)

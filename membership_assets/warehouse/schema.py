@@ -55,7 +55,8 @@ TABLES: dict[str, Table] = {
                 *RUN_COLUMNS,
                 ("mode", "STRING"),
                 ("since", "TIMESTAMP"),
-                ("strategy", "STRING"),
+                ("strategy", "STRING"),  # how taggings were read: per_person | per_tag
+                ("connections_strategy", "STRING"),  # per_person | per_unit
                 ("entities", "INT64"),
                 ("people", "INT64"),
                 ("judged", "INT64"),
