@@ -88,10 +88,8 @@ def _registry_summary(result, churn) -> str:
         from .environment import local_resources
 
         store = local_resources()["members_db"].store()
-        view = store.eligibility()
-        lines.append(
-            f"member_eligibility: {int(view['eligible'].sum())} eligible, {len(view)} listed ({store.engine.url})"
-        )
+        listed, eligible = store.eligibility_counts()
+        lines.append(f"member_eligibility: {eligible} eligible, {listed} listed ({store.engine.url})")
     except Exception as exc:  # a failed step leaves some outputs missing; say so, don't crash
         lines.append(f"(incomplete: {exc})")
     return "\n".join(lines)

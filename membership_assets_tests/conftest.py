@@ -51,6 +51,25 @@ def outbox(tmp_path) -> Path:
 
 
 @pytest.fixture
+def alert_admins(instance):
+    """Run the failure-alert sensor for a failed run, as the daemon would."""
+    from membership_assets.notify.sensors import email_admins_on_failure
+
+    def alert(result: dg.ExecuteInProcessResult, defs: dg.Definitions) -> None:
+        [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="email_admins_on_failure",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=failure.dagster_event,
+            resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
+        ).for_run_failure()
+        email_admins_on_failure(ctx)
+
+    return alert
+
+
+@pytest.fixture
 def warehouse(tmp_path) -> DuckDBWarehouse:
     return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
 

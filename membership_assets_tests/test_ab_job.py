@@ -241,21 +241,11 @@ def test_schedules_request_the_right_mode_and_stay_dry_unless_opted_in(defs, mon
         assert dg.validate_run_config(job, req.run_config)
 
 
-def test_failure_sensor_emails_the_admins(defs, instance, ab_sim, outbox):
-    from membership_assets.notify.sensors import email_admins_on_failure
-
+def test_failure_sensor_emails_the_admins(defs, instance, ab_sim, outbox, alert_admins):
     ab_sim.faults.add(path_pattern="/people", status=401, times=None)
     result = run_job(defs, instance)
     assert not result.success
-    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    ctx = dg.build_run_status_sensor_context(
-        sensor_name="email_admins_on_failure",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=failure.dagster_event,
-        resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
-    ).for_run_failure()
-    email_admins_on_failure(ctx)
+    alert_admins(result, defs)
     [msg] = outbox_messages(outbox)
     assert msg["To"] == "admins@example.org"
     assert "action_builder_tag_sync failed" in msg["Subject"]

@@ -269,26 +269,13 @@ def test_sensor_skips_when_the_registry_is_down(instance, registry_resources, dj
     assert tick.run_requests == [] and "unreachable" in tick.skip_message
 
 
-def test_admins_get_the_guard_message_by_email(registry_defs, instance, django_sim, outbox):
+def test_admins_get_the_guard_message_by_email(registry_defs, instance, django_sim, outbox, alert_admins):
     import email
-
-    from membership_assets.notify.sensors import email_admins_on_failure
 
     assert run_sync(registry_defs, instance).success
     django_sim.set_members([])
     result = run_sync(registry_defs, instance)
-    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    ctx = dg.build_run_status_sensor_context(
-        sensor_name="email_admins_on_failure",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=failure.dagster_event,
-        resources={
-            "email": registry_defs.resources["email"],
-            "recipients": registry_defs.resources["recipients"],
-        },
-    ).for_run_failure()
-    email_admins_on_failure(ctx)
+    alert_admins(result, registry_defs)
     [path] = outbox.glob("*.eml")
     body = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_content()
     assert "registry_sync" in body and "the registry listed no members" in body

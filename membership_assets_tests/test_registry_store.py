@@ -80,6 +80,7 @@ def test_suspended_members_are_listed_but_not_eligible(store):
     sync(store, upstream, "s1")
     view = store.eligibility().set_index("kennitala")
     assert len(view) == 3 and not bool(view.loc[upstream["kennitala"][1], "eligible"])
+    assert store.eligibility_counts() == (3, 2)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

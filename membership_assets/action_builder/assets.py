@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from ..metadata import md_preview
 from ..notify.resources import Attachment, EmailSender, Recipients
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
@@ -287,9 +288,7 @@ def membership_mismatches(
             "people_judged": result.people_evaluated,
             "without_unit_connection": len(result.without_unit_connection),
             "by_reason": dg.MetadataValue.json(by_reason),
-            "preview": dg.MetadataValue.md(
-                frame[preview_cols].head(20).to_markdown(index=False) if len(frame) else "no mismatches"
-            ),
+            "preview": md_preview(frame, preview_cols, empty="no mismatches"),
         },
     )
     yield dg.Output(
@@ -368,7 +367,7 @@ def mismatch_report(
         metadata={
             "dagster/row_count": rows,
             "path": dg.MetadataValue.path(str(path)),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if rows else "no rows"),
+            "preview": md_preview(preview),
         },
     )
 
@@ -482,12 +481,8 @@ def outdated_tagging_deletions(
             "dagster/row_count": len(frame),
             "dry_run": config.dry_run,
             "by_action": dg.MetadataValue.json(counts),
-            "preview": dg.MetadataValue.md(
-                frame[["person_id", "field", "value", "expected_value", "action"]]
-                .head(20)
-                .to_markdown(index=False)
-                if len(frame)
-                else "nothing to delete"
+            "preview": md_preview(
+                frame, ["person_id", "field", "value", "expected_value", "action"], empty="nothing to delete"
             ),
         },
     )

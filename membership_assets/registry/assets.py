@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from ..metadata import md_preview
 from .client import RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
@@ -148,10 +149,8 @@ def registry_validation(
         "member_rejects",
         metadata={
             "dagster/row_count": len(rejects),
-            "preview": dg.MetadataValue.md(
-                preview[["row_number", "kennitala_raw", "reasons"]].to_markdown(index=False)
-                if len(rejects)
-                else "none"
+            "preview": md_preview(
+                preview, ["row_number", "kennitala_raw", "reasons"], rows=None, empty="none"
             ),
         },
     )
@@ -204,12 +203,12 @@ def membership_delta(
         )
         violations = evaluate_guards(figures, registry_policy.guard_policy)
         kept = protected_from_removal(current, valid_members, protected)
-    preview = delta.assign(kennitala=delta["kennitala"].map(mask))
+    preview = delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))  # not a 1M-row map
     return dg.Output(
         PlannedSync(delta, base["id"] if base else None, figures, violations, kept),
         metadata={
             "dagster/row_count": len(delta),
-            **{k: v for k, v in c.items()},
+            **c,
             "active_before": figures.active_before,
             "kept_because_row_rejected": kept,
             "guards": dg.MetadataValue.md(
@@ -218,12 +217,11 @@ def membership_delta(
                 )
                 or "all guards pass"
             ),
-            "preview": dg.MetadataValue.md(
-                preview[["kennitala", "change_kind", "old_status", "new_status"]]
-                .head(25)
-                .to_markdown(index=False)
-                if len(delta)
-                else "no changes"
+            "preview": md_preview(
+                preview,
+                ["kennitala", "change_kind", "old_status", "new_status"],
+                rows=None,
+                empty="no changes",
             ),
         },
     )
@@ -319,12 +317,7 @@ def member_eligibility(
     context: dg.AssetExecutionContext, members_db: MembersDatabase
 ) -> dg.MaterializeResult:
     """The view elections read: active and suspended members, eligible = active."""
-    view = members_db.store().eligibility()
-    eligible = int(view["eligible"].astype(bool).sum())
+    listed, eligible = members_db.store().eligibility_counts()
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(view),
-            "eligible": eligible,
-            "suspended": len(view) - eligible,
-        }
+        metadata={"dagster/row_count": listed, "eligible": eligible, "suspended": listed - eligible}
     )

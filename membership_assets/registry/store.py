@@ -252,6 +252,17 @@ class MembersStore:
             ).first()
         return bool(row[0]) if row else False
 
+    def eligibility_counts(self) -> tuple[int, int]:
+        """(listed, eligible) in member_eligibility, counted by the database, not in memory."""
+        with self.engine.connect() as conn:
+            listed, eligible = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN eligible THEN 1 ELSE 0 END), 0) "
+                    "FROM member_eligibility"
+                )
+            ).one()
+        return int(listed), int(eligible)
+
     def eligibility(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
             return pd.read_sql(sa.text("SELECT * FROM member_eligibility ORDER BY kennitala"), conn)
@@ -341,19 +352,16 @@ class MembersStore:
         return entry, True
 
     def _apply_set_based(self, conn: sa.Connection, delta: pd.DataFrame, sync_id: str, now: datetime) -> None:
+        cols = ["kennitala", "change_kind", "new_name", "new_email", "new_status"]
         staging = sa.Table(
             f"_delta_{uuid.uuid4().hex[:12]}",
             sa.MetaData(),
-            sa.Column("kennitala", sa.String(10), primary_key=True),
-            sa.Column("change_kind", sa.String(20)),
-            sa.Column("new_name", sa.String(255)),
-            sa.Column("new_email", sa.String(255)),
-            sa.Column("new_status", sa.String(50)),
+            # Same types as the change history the delta is copied into.
+            *(sa.Column(c, changes.c[c].type, primary_key=c == "kennitala") for c in cols),
             prefixes=["TEMPORARY"],
             postgresql_on_commit="DROP",
         )
         staging.create(conn)
-        cols = ["kennitala", "change_kind", "new_name", "new_email", "new_status"]
         self._bulk_load(conn, staging, delta[cols])
         s, m = staging.c, members.c
         # History first: it reads the members' values before they change.

@@ -14,11 +14,10 @@ import re
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from .action_builder_seed import CampaignData, SeedConfig, generate_campaign, iso, parse_ts
-from .http import Request, Response, SimulatorServer, json_error
+from .http import Request, Response, SimulatedService, SimulatorServer, json_error
 
 API_PREFIX = "/api/rest/v1"
 MAX_PAGE = 25
@@ -36,7 +35,7 @@ _OPS = {
 }
 
 
-class ActionBuilderSimulator:
+class ActionBuilderSimulator(SimulatedService):
     """In-memory campaign + HTTP front end. Thread-safe; state can be saved between runs."""
 
     def __init__(
@@ -79,31 +78,6 @@ class ActionBuilderSimulator:
         import json
 
         return json.dumps({"api_token": self.token, "subdomain": self.data.subdomain})
-
-    def start(self) -> ActionBuilderSimulator:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> ActionBuilderSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def save(self, path: Path) -> None:
-        with self._lock:
-            self.data.save(path)
-
-    @property
-    def faults(self):
-        return self.server.faults
-
-    @property
-    def requests(self):
-        return self.server.log
 
     # -- indexes ------------------------------------------------------------------------------
 

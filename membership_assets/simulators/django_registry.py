@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from .http import Request, Response, SimulatorServer, json_error
+from .http import Request, Response, SimulatedService, SimulatorServer, json_error
 
 DEFAULT_TOKEN = "simulated-django-token"
 WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
@@ -159,7 +159,7 @@ def generate_registry(members: int = 2000, *, seed: int = 5, invalid: bool = Tru
     return data
 
 
-class DjangoRegistrySimulator:
+class DjangoRegistrySimulator(SimulatedService):
     def __init__(
         self,
         data: RegistryData | None = None,
@@ -187,31 +187,6 @@ class DjangoRegistrySimulator:
     @property
     def base_url(self) -> str:
         return self.server.url
-
-    @property
-    def faults(self):
-        return self.server.faults
-
-    @property
-    def requests(self):
-        return self.server.log
-
-    def start(self) -> DjangoRegistrySimulator:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> DjangoRegistrySimulator:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def save(self, path: Path) -> None:
-        with self._lock:
-            self.data.save(path)
 
     # -- mutations (what staff do in the Django admin) ---------------------------------------------
 

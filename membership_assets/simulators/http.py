@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -273,3 +274,39 @@ class SimulatorServer:
                 pass
 
         return Handler
+
+
+class SimulatedService:
+    """Lifecycle shared by the simulators: an in-memory ``data`` set served by ``server``.
+
+    Subclasses set ``data`` (with a ``save(path)`` method), ``_lock`` and ``server``.
+    """
+
+    data: Any
+    server: SimulatorServer
+    _lock: threading.RLock
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.server.faults
+
+    @property
+    def requests(self) -> RequestLog:
+        return self.server.log
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            self.data.save(path)
