@@ -88,6 +88,7 @@ def registry_policy() -> RegistrySyncPolicy:
         max_shrink_fraction=float(os.getenv("REGISTRY_MAX_SHRINK_FRACTION", defaults.max_shrink_fraction)),
         max_reject_fraction=float(os.getenv("REGISTRY_MAX_REJECT_FRACTION", defaults.max_reject_fraction)),
         status_map=os.getenv("REGISTRY_STATUS_MAP", defaults.status_map),
+        missing_status=os.getenv("REGISTRY_MISSING_STATUS", defaults.missing_status).strip().lower(),
     )
 
 

@@ -44,6 +44,12 @@ def expected_eligibility(sim) -> dict[str, bool]:
     return out
 
 
+def dry_run_report(result) -> dict:
+    """What a dry run reported: the observation of membership_sync (it materializes nothing)."""
+    [obs] = result.asset_observations_for_node("membership_sync")
+    return {k: v.value for k, v in obs.metadata.items()}
+
+
 def failure_message(result) -> str:
     [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return str(event.event_specific_data.error)
@@ -166,13 +172,15 @@ def test_dry_run_reports_the_exact_delta_and_writes_nothing(
     before = members_table(members_db_url)
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert dry.success
-    planned = dry.output_for_node("membership_sync")
-    assert planned["dry_run"] and len(planned["delta"]) == 2
+    report = dry_run_report(dry)
+    assert report["dry_run"] and (report["removed"], report["changed"]) == (1, 1)
+    planned = dry.output_for_node("membership_delta").delta
+    assert len(planned) == 2
     pd.testing.assert_frame_equal(members_table(members_db_url), before)
     store = store_for(members_db_url)
     assert store.log_entry(dry.run_id) is None and store.rejects_of(dry.run_id).empty
     real = run_sync(registry_defs, instance)
-    pd.testing.assert_frame_equal(real.output_for_node("membership_sync")["delta"], planned["delta"])
+    pd.testing.assert_frame_equal(real.output_for_node("membership_sync")["delta"], planned)
 
 
 def test_dry_run_says_when_the_real_run_would_be_blocked(registry_defs, instance, django_sim, members_db_url):
@@ -180,7 +188,7 @@ def test_dry_run_says_when_the_real_run_would_be_blocked(registry_defs, instance
     django_sim.set_members([])
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert dry.success
-    assert "empty_upstream" in dry.output_for_node("membership_sync")["would_block"]
+    assert "empty_upstream" in dry_run_report(dry)["would_block"]
 
 
 def test_rollback_restores_the_membership_before_a_sync(registry_defs, instance, django_sim, members_db_url):
@@ -197,7 +205,9 @@ def test_rollback_restores_the_membership_before_a_sync(registry_defs, instance,
         },
         instance=instance,
     )
-    assert preview.output_for_node("rollback_membership_sync") == {"sync_id": None, "would_change": 2}
+    shown = preview.output_for_node("rollback_membership_sync")
+    assert (shown["sync_id"], shown["would_change"]) == (None, 2)
+    assert shown["counts"] == {"added": 0, "reinstated": 1, "changed": 1, "removed": 0}
     undo = job.execute_in_process(
         run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id}}}},
         instance=instance,

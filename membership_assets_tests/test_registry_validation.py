@@ -49,8 +49,8 @@ def test_valid_rows_are_normalized():
     assert result.rejects == []
 
 
-def test_missing_status_means_active_and_missing_email_is_fine():
-    [m] = validate_members([row(1, status=None, email=None)]).members
+def test_missing_email_is_fine():
+    [m] = validate_members([row(1, email=None)]).members
     assert m.status == "active" and m.email is None
 
 
@@ -116,6 +116,7 @@ def test_ekklesia_shape_is_read():
         "name": "Jón",
         "email": "jon@example.is",
         "status": None,
+        "status_given": False,
     }
 
 

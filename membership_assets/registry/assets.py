@@ -17,19 +17,25 @@ from pydantic import Field
 
 from ..metadata import md_preview
 from .client import RegistryListing
-from .delta import DELTA_COLUMNS, compute_delta, counts, protected_from_removal
+from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .store import SyncLogEntry
-from .validation import mask, validate_members
+from .validation import ACTIVE, SUSPENDED, kennitala_key, mask, validate_members
 
 GROUP = "registry"
-RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status"]
+RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status", "status_given"]
 
 
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
     """One sync per logical run: re-executions (new run ids) share their root's sync id."""
     return context.run.root_run_id or context.run_id
+
+
+def is_dry_run(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> bool:
+    """Whether this run is a dry run (membership_sync's config, readable from every step)."""
+    ops = (context.run.run_config or {}).get("ops", {})
+    return bool(ops.get("membership_sync", {}).get("config", {}).get("dry_run", False))
 
 
 def sync_source(context: dg.AssetExecutionContext) -> str:
@@ -65,16 +71,17 @@ def failed_sync_logged(
             detail["violations"] = violations["violations"].value
         members_db.store().record_failure(
             SyncLogEntry(
-                id=context.run_id,
+                id=sync_id_of(context),
                 source=sync_source(context),
                 status="failed",
+                dry_run=is_dry_run(context),
                 errors=detail,
                 duration_ms=_elapsed_ms(context),
                 run_id=context.run_id,
                 **known,
             )
         )
-        context.log.error(f"sync {context.run_id} failed in {detail['step']}: {exc}")
+        context.log.error(f"sync {sync_id_of(context)} failed in {detail['step']}: {exc}")
         raise
 
 
@@ -82,16 +89,25 @@ def failed_sync_logged(
 def django_members(
     context: dg.AssetExecutionContext, django: DjangoRegistryResource, members_db: MembersDatabase
 ) -> dg.Output[pd.DataFrame]:
-    """Every member the Django registry lists as eligible, exactly as listed."""
+    """Every member the Django registry lists as eligible, exactly as listed (a JSON-number
+    kennitala as its zero-padded digits), read again while paging may have hidden someone."""
     with failed_sync_logged(context, members_db):
+        members_now = members_db.store().current_members()
+        here = set(members_now.loc[members_now["status"].isin([ACTIVE, SUSPENDED]), "kennitala"])
+
+        def unseen(listing: RegistryListing) -> set[str]:
+            return here - {kennitala_key(r["kennitala"]) for r in listing.rows}
+
         client = django.open_client(log=context.log)
         try:
-            listing: RegistryListing = client.fetch_members()
+            listing: RegistryListing = client.fetch_confirmed(unseen)
         finally:
             client.api.close()
     frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
-    frame["kennitala"] = frame["kennitala"].map(lambda v: None if v is None else str(v))
-    context.log.info(f"registry listed {len(frame)} rows in {listing.pages} page(s) ({listing.shape})")
+    context.log.info(
+        f"registry listed {len(frame)} rows in {listing.pages} page(s) ({listing.shape}); "
+        f"{listing.listings} listing(s) read"
+    )
     return dg.Output(
         frame,
         metadata={
@@ -100,6 +116,7 @@ def django_members(
             "pages": listing.pages,
             "declared_count": listing.declared_count if listing.declared_count is not None else "not given",
             "requests": client.stats.requests,
+            "listings": listing.listings,
         },
     )
 
@@ -124,7 +141,15 @@ def registry_validation(
 ):
     """Check kennitala (checksum, date, person), name, email and status; quarantine the rest."""
     with failed_sync_logged(context, members_db, members_fetched=len(django_members)):
-        result = validate_members(django_members.to_dict("records"), registry_policy.statuses)
+        rows = django_members.to_dict("records")
+        if rows and registry_policy.missing_status == "reject" and not any(r["status_given"] for r in rows):
+            raise dg.Failure(
+                "the registry's listing has no status field, so nobody can be judged eligible; if "
+                "every row it lists is a member in good standing, set REGISTRY_MISSING_STATUS=active"
+            )
+        result = validate_members(
+            rows, registry_policy.statuses, missing_status=registry_policy.missing_status
+        )
         valid = pd.DataFrame(
             [vars(m) for m in result.members], columns=["kennitala", "name", "email", "status"]
         )
@@ -163,6 +188,17 @@ def registry_validation(
     )
 
 
+def protected_by_rejects(member_rejects: pd.DataFrame, current: pd.DataFrame) -> set[str]:
+    """Members a rejected row can be tied to (by its kennitala, read as best we can, or by its
+    email): they keep their standing until the row is fixed, never removed because of it."""
+    protected = set(member_rejects["kennitala"].dropna())
+    emails = set(member_rejects["email"].dropna().str.lower())
+    if emails:
+        by_email = current["email"].fillna("").str.lower().isin(emails)
+        protected |= set(current.loc[by_email, "kennitala"])
+    return protected
+
+
 @dataclass
 class PlannedSync:
     """A delta plus what it was computed against and what the guards think of it."""
@@ -190,16 +226,18 @@ def membership_delta(
         store = members_db.store()
         base = store.last_applied_sync()
         current = store.current_members()
-        protected = set(member_rejects["kennitala"].dropna())
+        protected = protected_by_rejects(member_rejects, current)
         delta = compute_delta(valid_members, current, protected)
         c = counts(delta)
         figures = SyncFigures(
             fetched=len(django_members),
             valid=len(valid_members),
             rejected=len(member_rejects),
-            active_before=int(current["status"].isin(["active", "suspended"]).sum()),
+            active_before=int(current["status"].isin([ACTIVE, SUSPENDED]).sum()),
             removals=c["removed"],
             last_fetched=store.last_fetched_count(),
+            eligible_before=int((current["status"] == ACTIVE).sum()),
+            eligibility_losses=eligibility_losses(delta),
         )
         violations = evaluate_guards(figures, registry_policy.guard_policy)
         kept = protected_from_removal(current, valid_members, protected)
@@ -237,77 +275,127 @@ class SyncConfig(dg.Config):
     allow_empty_upstream: bool = Field(default=False, description="Apply even if the registry listed nobody.")
 
 
-@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"})
+def _dry_run_report(
+    context: dg.AssetExecutionContext, planned: PlannedSync, blockers: list[Violation]
+) -> dict:
+    """What a real run would do, as an observation of membership_sync: no materialization, so
+    nothing downstream (eligibility view, audit history) mistakes it for a sync."""
+    c = counts(planned.delta)
+    would_block = [v.guard for v in blockers]
+    report = {
+        "sync_id": sync_id_of(context),
+        "dry_run": True,
+        "would_block": would_block,
+        "counts": c,
+        "eligibility_losses": planned.figures.eligibility_losses,
+        "delta": planned.delta[DELTA_COLUMNS],
+    }
+    preview = planned.delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=context.asset_key,
+            metadata={
+                "dry_run": True,
+                **c,
+                "eligibility_losses": planned.figures.eligibility_losses,
+                "would_block": ", ".join(would_block) or "nothing",
+                "guards": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in blockers
+                    )
+                    or "all guards pass"
+                ),
+                "preview": md_preview(
+                    preview,
+                    ["kennitala", "change_kind", "old_status", "new_status"],
+                    rows=None,
+                    empty="no changes",
+                ),
+            },
+        )
+    )
+    context.log.info(
+        f"dry run: would apply {c}"
+        + (f"; a real run would be blocked by {', '.join(would_block)}" if would_block else "")
+        + "; nothing written"
+    )
+    return report
+
+
+@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"}, output_required=False)
 def membership_sync(
     context: dg.AssetExecutionContext,
     config: SyncConfig,
     members_db: MembersDatabase,
     membership_delta: PlannedSync,
     member_rejects: pd.DataFrame,
-) -> dg.Output[dict]:
-    """Apply the delta in one transaction (soft deletes, sync_id on every row) and log the sync."""
+):
+    """Apply the delta in one transaction (soft deletes, sync_id on every row) and log the sync.
+
+    A dry run records an observation (the exact delta's counts and what would block it) and no
+    materialization, so the eligibility view and the audit history are not touched.
+    """
     planned = membership_delta
     fig = planned.figures
     known = {"members_fetched": fig.fetched, "members_rejected": fig.rejected}
-    entry = SyncLogEntry(
-        id=sync_id_of(context),
-        source=sync_source(context),
-        status="partial" if fig.rejected else "success",
-        dry_run=config.dry_run,
-        run_id=context.run_id,
-        **known,
-    ).with_counts(planned.delta)
-    overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]
     blockers = blocking(
         planned.violations,
         allow_mass_removal=config.allow_mass_removal,
         allow_empty_upstream=config.allow_empty_upstream,
     )
+    if config.dry_run:
+        _dry_run_report(context, planned, blockers)
+        return
+    entry = SyncLogEntry(
+        id=sync_id_of(context),
+        source=sync_source(context),
+        status="partial" if fig.rejected else "success",
+        run_id=context.run_id,
+        **known,
+    ).with_counts(planned.delta)
+    overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]
     notes = {"rejected_rows": fig.rejected} if fig.rejected else {}
     if overrides and planned.violations:
         notes["overridden_guards"] = [v.guard for v in planned.violations]
     entry.errors = notes or None
     with failed_sync_logged(context, members_db, **known):
-        if blockers and not config.dry_run:
+        if blockers:
             raise dg.Failure(
                 "sync stopped before writing anything: "
                 + "; ".join(f"{v.message} (override with {v.overridable_by})" for v in blockers),
                 metadata={"violations": dg.MetadataValue.json([vars(v) for v in blockers])},
             )
         delta = planned.delta
-        if config.dry_run:
-            context.log.info(f"dry run: would apply {counts(delta)}; nothing written")
+        entry.duration_ms = _elapsed_ms(context)
+        store = members_db.store()
+        entry, applied_now = store.apply(
+            delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
+        )
+        if applied_now:
+            context.log.info(f"sync {entry.id} applied: {counts(delta)} ({entry.status})")
         else:
-            entry.duration_ms = _elapsed_ms(context)
-            store = members_db.store()
-            entry, applied_now = store.apply(
-                delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
-            )
-            if applied_now:
-                context.log.info(f"sync {entry.id} applied: {counts(delta)} ({entry.status})")
-            else:
-                # A re-execution of a run whose sync already went through: report, don't repeat.
-                delta = store.changes_of(entry.id)
-                context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
+            # A re-execution of a run whose sync already went through: report, don't repeat.
+            delta = store.changes_of(entry.id)
+            context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
     summary = {
         "sync_id": entry.id,
-        "dry_run": config.dry_run,
-        "would_block": [v.guard for v in blockers] if config.dry_run else [],
+        "dry_run": False,
+        "would_block": [],
         "log": vars(entry),
         "delta": delta[DELTA_COLUMNS],
     }
-    return dg.Output(
+    yield dg.Output(
         summary,
         metadata={
             "sync_id": entry.id,
-            "dry_run": config.dry_run,
+            "dry_run": False,
             "status": entry.status,
             "source": entry.source,
             "added": entry.members_added,
             "removed": entry.members_removed,
             "updated": entry.members_updated,
             "rejected": fig.rejected,
-            "would_block": ", ".join(summary["would_block"]) or "nothing",
+            "eligibility_losses": fig.eligibility_losses,
         },
     )
 

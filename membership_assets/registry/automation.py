@@ -6,7 +6,12 @@ import dagster as dg
 from pydantic import Field
 
 from ..connectors.errors import ApiError
+from ..warehouse.assets import sync_log_rows
+from ..warehouse.audit import record, run_identity
+from ..warehouse.resources import AuditWarehouse
+from ..warehouse.schema import TABLES
 from .assets import GROUP, sync_id_of
+from .delta import counts
 from .resources import DjangoRegistryResource, MembersDatabase
 from .store import RollbackError, SyncLogEntry
 
@@ -64,18 +69,63 @@ class RollbackConfig(dg.Config):
     dry_run: bool = Field(default=False, description="Show the changes that would be undone, write nothing.")
 
 
+def _record_rollback(
+    context: dg.OpExecutionContext,
+    warehouse: AuditWarehouse,
+    members_db: MembersDatabase,
+    entry: SyncLogEntry,
+) -> None:
+    """A rollback is a sync: the eligibility view and the audit history say so, as after a sync."""
+    store = members_db.store()
+    applied = store.changes_of(entry.id)
+    run = run_identity(context)
+    deltas = record(warehouse, "membership_deltas", applied.assign(sync_id=entry.id, dry_run=False), run)
+    log = sync_log_rows(members_db)
+    logged = record(
+        warehouse,
+        "membership_sync_log",
+        log[[c for c in log.columns if c in TABLES["membership_sync_log"].column_names]],
+        run,
+        stamp=False,
+    )
+    listed, eligible = store.eligibility_counts()
+    for key, metadata in (
+        (
+            dg.AssetKey("member_eligibility"),
+            {
+                "dagster/row_count": listed,
+                "eligible": eligible,
+                "suspended": listed - eligible,
+                "sync_id": entry.id,
+            },
+        ),
+        (dg.AssetKey(["audit", "membership_deltas"]), {"dagster/row_count": deltas, "sync_id": entry.id}),
+        (dg.AssetKey(["audit", "membership_sync_log"]), {"dagster/row_count": logged}),
+    ):
+        context.log_event(dg.AssetMaterialization(asset_key=key, metadata=metadata))
+
+
 @dg.op(tags={"membership/side_effect": "apply"})
 def rollback_membership_sync(
-    context: dg.OpExecutionContext, config: RollbackConfig, members_db: MembersDatabase
+    context: dg.OpExecutionContext,
+    config: RollbackConfig,
+    members_db: MembersDatabase,
+    warehouse: AuditWarehouse,
 ) -> dict:
-    """Restore the membership from before one sync, recorded as a sync of its own."""
-    from .store import inverse_delta
+    """Restore the membership from before one sync, recorded as a sync of its own.
 
+    A dry run makes the same checks as the real run (refused the same way) and shows the exact
+    changes it would make.
+    """
     store = members_db.store()
     if config.dry_run:
-        inverse = inverse_delta(store.changes_of(config.sync_id))
-        context.log.info(f"dry run: rolling back {config.sync_id} would change {len(inverse)} members")
-        return {"sync_id": None, "would_change": len(inverse)}
+        try:
+            inverse = store.plan_rollback(config.sync_id)
+        except RollbackError as exc:
+            raise dg.Failure(f"a real rollback would be refused: {exc}") from exc
+        c = counts(inverse)
+        context.log.info(f"dry run: rolling back {config.sync_id} would change {len(inverse)} members: {c}")
+        return {"sync_id": None, "would_change": len(inverse), "counts": c, "delta": inverse}
     entry = SyncLogEntry(id=sync_id_of(context), source="rollback", status="success", run_id=context.run_id)
     try:
         entry = store.rollback(config.sync_id, entry)
@@ -84,6 +134,7 @@ def rollback_membership_sync(
     context.log.info(
         f"rolled back {config.sync_id}: +{entry.members_added} -{entry.members_removed} ~{entry.members_updated}"
     )
+    _record_rollback(context, warehouse, members_db, entry)
     return {"sync_id": entry.id, "rolled_back": config.sync_id}
 
 

@@ -5,18 +5,33 @@ results}`` (what Ekklesia built) and the planned plain ``{"members": [...]}``. A
 must add up to ``count`` or it is an error: a truncated list must never look like members leaving.
 Rows are reduced to ``kennitala, name, email, status``; Ekklesia's ``ssn`` and nested
 ``contact_info.email`` are read too.
+
+Page-number paging is not a snapshot: if someone on page 1 leaves and someone joins before page 2
+is read, the first member of page 2 slides onto page 1 and is never seen, yet ``count`` adds up.
+So a listing that would leave a current member unseen is read again, until two consecutive
+listings name the same rows in the same order (nothing moved while they were read) or the
+listing no longer leaves anyone unseen; after ``max_listings`` the sync fails. A registry that
+is quiet, or where nobody is missing, costs one listing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..connectors.errors import BadResponseError, IncompleteListingError
 from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
+from .validation import kennitala_text
+
+MAX_LISTINGS = 4  # listings one sync may read to confirm who is really gone
+
+
+class ListingMovedError(IncompleteListingError):
+    """The registry's count changed while it was being paged through."""
 
 
 @dataclass
@@ -25,16 +40,24 @@ class RegistryListing:
     shape: str  # "paginated" | "plain"
     pages: int
     declared_count: int | None
+    listings: int = 1  # complete listings read to get this one (see the module docstring)
+
+    @property
+    def order(self) -> list[str | None]:
+        return [r["kennitala"] for r in self.rows]
 
 
 def normalize_row(raw: dict[str, Any], row_number: int) -> dict[str, Any]:
     contact = raw.get("contact_info") if isinstance(raw.get("contact_info"), dict) else {}
     return {
         "row_number": row_number,
-        "kennitala": raw.get("kennitala", raw.get("ssn")),
+        # A number (DRF IntegerField) becomes its zero-padded digits: the checksum still decides.
+        "kennitala": kennitala_text(raw.get("kennitala", raw.get("ssn"))),
         "name": raw.get("name"),
         "email": raw.get("email", contact.get("email")),
         "status": raw.get("status"),
+        # No status field at all is not the same as a blank one (see REGISTRY_MISSING_STATUS).
+        "status_given": "status" in raw,
     }
 
 
@@ -116,7 +139,7 @@ class DjangoRegistryClient:
                 "GET", body["next"], kind="members_page", validate=lambda b, p=current: _check_results(b, p)
             )
             if body["count"] != declared:
-                raise IncompleteListingError(
+                raise ListingMovedError(
                     f"the registry's count changed from {declared} to {body['count']} while paging; "
                     "retry when it is not being edited",
                     api=self.api.name,
@@ -130,6 +153,37 @@ class DjangoRegistryClient:
             )
         rows = [normalize_row(r, i) for i, r in enumerate(raw, start=1)]
         return RegistryListing(rows=rows, shape="paginated", pages=page, declared_count=declared)
+
+    def fetch_confirmed(
+        self, unseen: Callable[[RegistryListing], set[str]], max_listings: int = MAX_LISTINGS
+    ) -> RegistryListing:
+        """A complete listing whose absentees are really absent.
+
+        ``unseen(listing)`` names the current members a listing does not list. While it names
+        anyone, the registry is listed again; the answer is the first listing that is identical
+        (same rows, same order) to the one before it, or that leaves nobody unseen. A count that
+        changes while paging also costs a listing. Fails after ``max_listings`` listings.
+        """
+        listing: RegistryListing | None = None
+        for attempt in range(1, max_listings + 1):
+            try:
+                again = self.fetch_members()
+            except ListingMovedError:
+                if attempt == max_listings:
+                    raise
+                continue  # edited while paging: read it again
+            again.listings = attempt
+            if again.shape == "plain" or not unseen(again):
+                return again
+            if listing is not None and again.order == listing.order:
+                return again
+            listing = again
+        raise IncompleteListingError(
+            f"the registry changed between each of {max_listings} listings, so members missing from "
+            "the last one may only have moved between pages; refusing to remove anyone on that "
+            "evidence (retry when the registry is not being edited)",
+            api=self.api.name,
+        )
 
     def change_marker(self, previous: str | None) -> tuple[str, bool]:
         """(marker, changed): a cheap conditional GET of the first page.

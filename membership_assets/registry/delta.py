@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .validation import REMOVED
+from .validation import ACTIVE, REMOVED
 
 FIELDS = ["name", "email", "status"]
 DELTA_COLUMNS = [
@@ -108,6 +108,13 @@ def protected_from_removal(current: pd.DataFrame, upstream: pd.DataFrame, protec
     listed = set(upstream.loc[upstream["status"] != REMOVED, "kennitala"])
     keep = set(protected) - listed
     return int(cur["kennitala"].isin(keep).sum())
+
+
+def eligibility_losses(delta: pd.DataFrame) -> int:
+    """Members who are eligible now and would not be after ``delta`` (suspended or removed)."""
+    if not len(delta):
+        return 0
+    return int(((delta["old_status"] == ACTIVE) & (delta["new_status"] != ACTIVE)).sum())
 
 
 def counts(delta: pd.DataFrame) -> dict[str, int]:

@@ -28,6 +28,8 @@ class SyncFigures:
     active_before: int  # members currently active or suspended
     removals: int
     last_fetched: int | None  # rows listed by the last successful sync
+    eligible_before: int = 0  # members currently active (eligible to vote)
+    eligibility_losses: int = 0  # of those, how many would stop being active (suspended or removed)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,26 @@ def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> li
                     "allow_mass_removal",
                 )
             )
+    # A status flip takes a vote away as surely as a removal does (the analysts' lost_eligibility).
+    if fig.eligibility_losses > policy.max_removals:
+        found.append(
+            Violation(
+                "eligibility_loss_count",
+                f"{fig.eligibility_losses} members would lose eligibility (limit {policy.max_removals})",
+                "allow_mass_removal",
+            )
+        )
+    if fig.eligible_before >= policy.min_population_for_fraction:
+        share = fig.eligibility_losses / fig.eligible_before
+        if share > policy.max_removal_fraction:
+            found.append(
+                Violation(
+                    "eligibility_loss_fraction",
+                    f"{share:.0%} of eligible members would lose eligibility (suspended or removed; "
+                    f"limit {policy.max_removal_fraction:.0%})",
+                    "allow_mass_removal",
+                )
+            )
     if fig.last_fetched and fig.fetched < (1 - policy.max_shrink_fraction) * fig.last_fetched:
         found.append(
             Violation(
@@ -90,6 +112,13 @@ def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> li
 def blocking(
     violations: list[Violation], *, allow_mass_removal: bool, allow_empty_upstream: bool
 ) -> list[Violation]:
+    """The violations still standing after the human's overrides.
+
+    ``allow_empty_upstream`` is enough on its own for an empty listing: every removal, loss and
+    shrink guard then fires only because the list is empty, which is what the human confirmed.
+    """
+    if allow_empty_upstream and any(v.guard == "empty_upstream" for v in violations):
+        return []
     allowed = set()
     if allow_mass_removal:
         allowed.add("allow_mass_removal")

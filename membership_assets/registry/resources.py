@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr
 from .client import DjangoRegistryClient
 from .guards import GuardPolicy
 from .store import MembersStore
-from .validation import DEFAULT_STATUS_MAP
+from .validation import DEFAULT_STATUS_MAP, MISSING_STATUS_REJECT
 
 
 class DjangoRegistryResource(dg.ConfigurableResource):
@@ -66,6 +66,12 @@ class RegistrySyncPolicy(dg.ConfigurableResource):
     status_map: str = Field(
         default=json.dumps(DEFAULT_STATUS_MAP),
         description="JSON map of registry statuses to active/suspended/removed.",
+    )
+    missing_status: str = Field(
+        default=MISSING_STATUS_REJECT,
+        description="Rows with no status field at all (REGISTRY_MISSING_STATUS): 'reject' "
+        "(quarantined; a listing without any status fails the sync) or 'active' (every listed row "
+        "is a member in good standing; only for an endpoint that lists nobody else).",
     )
 
     @property

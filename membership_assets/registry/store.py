@@ -92,6 +92,15 @@ rejects = sa.Table(
     sa.Column("rejected_at", TS, nullable=False),
 )
 
+# The longest value validation lets through, per field: exactly what the columns hold, so a row
+# is judged the same on SQLite (which would store anything) and Postgres (which would refuse it).
+FIELD_LIMITS: dict[str, int] = {
+    "kennitala_raw": rejects.c.kennitala_raw.type.length,
+    "name": min(members.c.name.type.length, rejects.c.name.type.length),
+    "email": min(members.c.email.type.length, rejects.c.email.type.length),
+    "status": min(changes.c.new_status.type.length, rejects.c.status.type.length),
+}
+
 ELIGIBILITY_VIEW = f"""
 CREATE VIEW member_eligibility AS
 SELECT kennitala, name, email, status,
@@ -418,11 +427,9 @@ class MembersStore:
                 table.insert(), [{k: _none(v) for k, v in r.items()} for r in frame.to_dict("records")]
             )
 
-    def rollback(self, target_sync_id: str, entry: SyncLogEntry) -> SyncLogEntry:
-        """Restore the membership from before ``target_sync_id``; applied as a sync of its own."""
-        done = self.applied_entry(entry.id)
-        if done is not None:  # this rollback already went through (a re-executed run)
-            return done
+    def plan_rollback(self, target_sync_id: str) -> pd.DataFrame:
+        """The changes that would restore the membership from before ``target_sync_id``, after
+        the same checks a real rollback makes (raises RollbackError when it would be refused)."""
         with self.engine.connect() as conn:
             target = (
                 conn.execute(sa.select(sync_log).where(sync_log.c.id == target_sync_id)).mappings().first()
@@ -435,8 +442,14 @@ class MembersStore:
                 f"sync {target_sync_id} is not the latest applied sync ({latest['id'] if latest else None}); "
                 "roll back later syncs first so no later change is silently undone"
             )
-        applied = self.changes_of(target_sync_id)
-        inverse = inverse_delta(applied)
+        return inverse_delta(self.changes_of(target_sync_id))
+
+    def rollback(self, target_sync_id: str, entry: SyncLogEntry) -> SyncLogEntry:
+        """Restore the membership from before ``target_sync_id``; applied as a sync of its own."""
+        done = self.applied_entry(entry.id)
+        if done is not None:  # this rollback already went through (a re-executed run)
+            return done
+        inverse = self.plan_rollback(target_sync_id)
         entry.rolled_back_sync_id = target_sync_id
         return self.apply(inverse, entry, base_sync_id=target_sync_id)[0]
 

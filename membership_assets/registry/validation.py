@@ -8,6 +8,7 @@ row came back malformed keeps their current standing until the row is fixed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,56 @@ DEFAULT_STATUS_MAP: dict[str, str] = {
 }
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# How a listing without any status field is read (REGISTRY_MISSING_STATUS). Ekklesia's
+# /felagar/api/full/ has no status and lists soft-deleted comrades too, so "every listed row is
+# active" must be chosen on purpose, never assumed.
+MISSING_STATUS_REJECT, MISSING_STATUS_ACTIVE = "reject", "active"
+MISSING_STATUS_RULES = (MISSING_STATUS_REJECT, MISSING_STATUS_ACTIVE)
+
+# Control characters (C0/C1, NUL and ANSI escapes included) and the bidi controls that can make a
+# name display as something else. A name carrying one is rejected with a reason (and its member
+# protected), never silently rewritten: a voting roll shows names exactly as the registry has them.
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" or ch in _BIDI for ch in text)
+
+
+def printable(value: Any, limit: int) -> str | None:
+    """A raw value made safe to store in a column of ``limit`` characters: control and bidi
+    characters escaped (Postgres text cannot hold NUL), then cut to ``limit`` with a marker."""
+    if value is None:
+        return None
+    text = "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if (unicodedata.category(ch) == "Cc" or ch in _BIDI)
+        else ch
+        for ch in str(value)[: limit * 4]
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def kennitala_text(value: Any) -> str | None:
+    """The registry's kennitala as text. A JSON number (DRF IntegerField) has lost the leading
+    zero of days 1-9, so a 9-digit integral number gets it back; the checksum still decides."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else str(value)
+    if isinstance(value, float):
+        if value != value:  # NaN: pandas' missing value
+            return None
+        if not value.is_integer():
+            return repr(value)
+        value = int(value)
+    if isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
+        return _zero_lost(str(int(value)))
+    return str(value)
+
+
+def _zero_lost(digits: str) -> str:
+    # A kennitala starts with its day (01-31, or 41-71 for organisations): at most one zero lost.
+    return "0" + digits if len(digits) == 9 and digits.isdigit() else digits
 
 
 @dataclass(frozen=True)
@@ -62,10 +113,24 @@ class ValidationResult:
         return {r.kennitala for r in self.rejects if r.kennitala}
 
 
+def kennitala_key(value: Any) -> str | None:
+    """The 10 digits a raw kennitala stands for (hyphens, spaces and a lost leading zero
+    forgiven), or None: cheap, for telling who a listing names before validating it."""
+    text = kennitala_text(value)
+    if text is None:
+        return None
+    digits = _zero_lost(re.sub(r"[\s-]", "", text))
+    return digits if re.fullmatch(r"\d{10}", digits) else None
+
+
 def kennitala_problem(value: str) -> tuple[str | None, str | None]:
-    """(normalized kennitala, None) when valid for a person, else (best guess, reason)."""
+    """(normalized kennitala, None) when valid for a person, else (best guess, reason).
+
+    The guess ties a malformed row to the member it most likely is (its 10 digits, or 9 digits
+    that lost their leading zero), so that member is protected, not removed.
+    """
     digits = re.sub(r"[\s-]", "", value)
-    guess = digits if re.fullmatch(r"\d{10}", digits) else None
+    guess = kennitala_key(digits)
     try:
         compact = stdnum_kennitala.validate(digits)
     except stdnum_errors.InvalidChecksum:
@@ -81,43 +146,93 @@ def kennitala_problem(value: str) -> tuple[str | None, str | None]:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):
         return None
     text = str(value).strip()
     return text or None
 
 
+def field_limits() -> dict[str, int]:
+    """Longest value each field may have: the members database's column sizes (one source)."""
+    from .store import FIELD_LIMITS  # the store imports this module; its tables are the truth
+
+    return dict(FIELD_LIMITS)
+
+
+def _text_problems(field_name: str, value: Any, limit: int) -> list[str]:
+    """Reasons a name/email/status value cannot be stored as it is, on either backend."""
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [f"{field_name}_not_text"]
+    if len(value.strip()) > limit:
+        return [f"{field_name}_too_long"]
+    if has_control_characters(value):
+        return [f"{field_name}_control_characters"]
+    return []
+
+
+def _status_of(
+    row: Mapping[str, Any], status_map: Mapping[str, str], missing_status: str
+) -> tuple[str | None, str | None]:
+    """(local status, None) or (None, reason). A present status must be a known, non-blank word."""
+    if not row.get("status_given", True):
+        return (ACTIVE, None) if missing_status == MISSING_STATUS_ACTIVE else (None, "status_field_absent")
+    value = row.get("status")
+    if value is not None and not isinstance(value, str):
+        return None, "status_not_text"
+    raw = _text(value)
+    if raw is None:
+        # Blank or null is not "active": it would make a suspended member eligible.
+        return None, "status_missing"
+    status = status_map.get(raw.lower())
+    if status is None:
+        return None, f"status_unknown:{printable(raw, 50)}"
+    return status, None
+
+
 def validate_members(
-    rows: Iterable[Mapping[str, Any]], status_map: Mapping[str, str] = DEFAULT_STATUS_MAP
+    rows: Iterable[Mapping[str, Any]],
+    status_map: Mapping[str, str] = DEFAULT_STATUS_MAP,
+    *,
+    missing_status: str = MISSING_STATUS_REJECT,
+    limits: Mapping[str, int] | None = None,
 ) -> ValidationResult:
-    """Split raw rows (row_number, kennitala, name, email, status) into members and rejects."""
+    """Split raw rows (row_number, kennitala, name, email, status[, status_given]) into members
+    and rejects. ``status_given`` False means the row had no status field at all (see
+    ``missing_status``). Every value that could not be stored the same way on SQLite and
+    Postgres (too long for its column, NUL or other control characters) is a reject reason."""
+    if missing_status not in MISSING_STATUS_RULES:
+        raise ValueError(f"missing_status must be one of {MISSING_STATUS_RULES}, not {missing_status!r}")
+    limits = field_limits() if limits is None else limits
     result = ValidationResult()
     candidates: list[tuple[Mapping[str, Any], Member]] = []
     for row in rows:
-        raw_kt = _text(row.get("kennitala"))
-        name = _text(row.get("name"))
-        email = _text(row.get("email"))
-        status_raw = _text(row.get("status"))
+        raw_kt = _text(kennitala_text(row.get("kennitala")))
         reasons: list[str] = []
+        for f in ("name", "email", "status"):
+            reasons += _text_problems(f, row.get(f), limits[f])
+        name, email = _text(row.get("name")), _text(row.get("email"))
         kt: str | None = None
         if raw_kt is None:
             reasons.append("kennitala_missing")
+        elif len(raw_kt) > limits["kennitala_raw"] or has_control_characters(raw_kt):
+            reasons.append("kennitala_invalid_format")
         else:
             kt, problem = kennitala_problem(raw_kt)
             if problem:
                 reasons.append(problem)
         if name is None:
             reasons.append("name_missing")
-        if email is not None:
+        if email is not None and not any(r.startswith("email_") for r in reasons):
             email = email.lower()
             if not _EMAIL.match(email):
                 reasons.append("email_invalid")
-        # The eligible-members endpoint lists members; a row without a status is an active one.
-        status = status_map.get((status_raw or ACTIVE).lower())
-        if status is None:
-            reasons.append(f"status_unknown:{status_raw}")
+        status, status_problem = _status_of(row, status_map, missing_status)
+        if status_problem and not any(r.startswith("status_") for r in reasons):
+            reasons.append(status_problem)
         if reasons:
-            result.rejects.append(_reject(row, kt, reasons))
+            result.rejects.append(_reject(row, kt, reasons, limits))
             continue
         candidates.append((row, Member(kennitala=kt, name=name, email=email, status=status)))
 
@@ -132,19 +247,20 @@ def validate_members(
         else:
             # Two different people (or versions) under one kennitala: nobody can say which is right.
             for row, _ in group:
-                result.rejects.append(_reject(row, kt, ["duplicate_kennitala_conflict"]))
+                result.rejects.append(_reject(row, kt, ["duplicate_kennitala_conflict"], limits))
     result.rejects.sort(key=lambda r: r.row_number)
     return result
 
 
-def _reject(row: Mapping[str, Any], kt: str | None, reasons: list[str]) -> Reject:
+def _reject(row: Mapping[str, Any], kt: str | None, reasons: list[str], limits: Mapping[str, int]) -> Reject:
+    """A quarantined row whose raw values fit the rejects table (escaped, cut to column size)."""
     return Reject(
         row_number=int(row.get("row_number", -1)),
-        kennitala_raw=_text(row.get("kennitala")),
+        kennitala_raw=printable(_text(kennitala_text(row.get("kennitala"))), limits["kennitala_raw"]),
         kennitala=kt,
-        name=_text(row.get("name")),
-        email=_text(row.get("email")),
-        status=_text(row.get("status")),
+        name=printable(_text(row.get("name")), limits["name"]),
+        email=printable(_text(row.get("email")), limits["email"]),
+        status=printable(_text(row.get("status")), limits["status"]),
         reasons=tuple(reasons),
     )
 

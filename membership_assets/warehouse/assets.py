@@ -4,7 +4,6 @@ Side effects (tag deletions) write their own audit rows at the moment they act; 
 archive what the runs read, concluded and applied.
 """
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,11 +25,23 @@ def _as_frame(value: Any, run: RunIdentity) -> pd.DataFrame:
 
 
 def _with_sync_id(value: pd.DataFrame, run: RunIdentity) -> pd.DataFrame:
-    return value.assign(sync_id=run.attempt_run_id)  # the attempt's run id is its sync id
+    # The logical (root) run id is the sync id, as in the sync log and the deltas: re-executions
+    # of one sync must join to it.
+    return value.assign(sync_id=run.run_id)
 
 
 def _sync_delta(value: dict, run: RunIdentity) -> pd.DataFrame:
     return value["delta"].assign(sync_id=value["sync_id"], dry_run=value["dry_run"])
+
+
+def sync_log_rows(members_db: MembersDatabase) -> pd.DataFrame:
+    """The members DB's sync log of the last 35 days, as warehouse rows.
+
+    Re-mirroring a window catches failed syncs, whose runs never reach the history step.
+    Each row keeps its own sync's run and time, so it lives in that sync's partition.
+    """
+    log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
+    return log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
 
 
 def _write(
@@ -75,23 +86,14 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
     key_prefix=["audit"],
     group_name=GROUP,
     ins={"sync": dg.AssetIn(key="membership_sync")},
-    description="History: the members DB's sync log (failed syncs included), plus this run's dry run.",
+    description="History: the members DB's sync log (failed syncs included).",
     tags={"dagster/kind/warehouse": ""},
 )
 def membership_sync_log_history(
     context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
 ) -> dg.MaterializeResult:
-    # Re-mirroring a window catches failed syncs, whose runs never reach this step.
-    log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
-    if sync["dry_run"]:
-        dry = {
-            **sync["log"],
-            "errors": None if sync["log"]["errors"] is None else json.dumps(sync["log"]["errors"]),
-        }
-        log = pd.concat([log, pd.DataFrame([dry])], ignore_index=True)
-    # Each row keeps its own sync's run and time, so it lives in that sync's partition.
-    log = log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
-    return _write(context, warehouse, "membership_sync_log", log, stamp=False)
+    # Dry runs do not materialize membership_sync, so this only runs after a real sync.
+    return _write(context, warehouse, "membership_sync_log", sync_log_rows(members_db), stamp=False)
 
 
 action_builder_history = [
