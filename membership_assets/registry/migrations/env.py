@@ -6,6 +6,8 @@ time); offline (``--sql``) the SQL is rendered for the dialect the caller names.
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 
 from membership_assets.registry.store import metadata
@@ -21,8 +23,16 @@ if context.is_offline_mode():
     )
     with context.begin_transaction():
         context.run_migrations()
-else:
-    connection = config.attributes["connection"]
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+elif config.attributes.get("connection") is not None:
+    context.configure(
+        connection=config.attributes["connection"], target_metadata=metadata, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
+else:  # the `alembic` command line (alembic.ini), for drafting revisions: MEMBERS_DB_URL, locked
+    from membership_assets.registry.store import MembersStore
+
+    with MembersStore.from_url(os.environ["MEMBERS_DB_URL"]).write() as connection:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
