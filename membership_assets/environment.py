@@ -127,7 +127,7 @@ def production_resources() -> dict[str, Any]:
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
         ),
-        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL")),
+        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL"), auto_migrate=False),
         "registry_policy": registry_policy(),
     }
 
