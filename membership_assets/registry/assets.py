@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..metadata import md_preview
-from .client import RegistryListing
+from .client import DjangoRegistryClient, RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
@@ -85,6 +85,17 @@ def failed_sync_logged(
         raise
 
 
+def read_registry(client: DjangoRegistryClient, current: pd.DataFrame) -> RegistryListing:
+    """The registry's listing, read again while it leaves a current member unseen (paging is not
+    a snapshot; see client.fetch_confirmed). Anyone a row could name counts as seen."""
+    here = set(current.loc[current["status"].isin([ACTIVE, SUSPENDED]), "kennitala"])
+
+    def unseen(listing: RegistryListing) -> set[str]:
+        return here - {kennitala_key(r["kennitala"]) for r in listing.rows}
+
+    return client.fetch_confirmed(unseen)
+
+
 @dg.asset(group_name=GROUP, tags={"dagster/kind/django": ""})
 def django_members(
     context: dg.AssetExecutionContext, django: DjangoRegistryResource, members_db: MembersDatabase
@@ -92,15 +103,9 @@ def django_members(
     """Every member the Django registry lists as eligible, exactly as listed (a JSON-number
     kennitala as its zero-padded digits), read again while paging may have hidden someone."""
     with failed_sync_logged(context, members_db):
-        members_now = members_db.store().current_members()
-        here = set(members_now.loc[members_now["status"].isin([ACTIVE, SUSPENDED]), "kennitala"])
-
-        def unseen(listing: RegistryListing) -> set[str]:
-            return here - {kennitala_key(r["kennitala"]) for r in listing.rows}
-
         client = django.open_client(log=context.log)
         try:
-            listing: RegistryListing = client.fetch_confirmed(unseen)
+            listing = read_registry(client, members_db.store().current_members())
         finally:
             client.api.close()
     frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..connectors.errors import BadResponseError, IncompleteListingError
+from ..connectors.errors import BadResponseError, IncompleteListingError, NotFoundError
 from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
 from .validation import kennitala_text
@@ -135,9 +135,20 @@ class DjangoRegistryClient:
         while body.get("next"):
             page += 1
             current = page
-            body = self.api.request_json(
-                "GET", body["next"], kind="members_page", validate=lambda b, p=current: _check_results(b, p)
-            )
+            try:
+                body = self.api.request_json(
+                    "GET",
+                    body["next"],
+                    kind="members_page",
+                    validate=lambda b, p=current: _check_results(b, p),
+                )
+            except NotFoundError as exc:
+                # DRF answers 404 for a page past the end: the registry shrank while being read.
+                raise ListingMovedError(
+                    f"page {current} vanished while paging (the registry's count changed); retry when "
+                    "it is not being edited",
+                    api=self.api.name,
+                ) from exc
             if body["count"] != declared:
                 raise ListingMovedError(
                     f"the registry's count changed from {declared} to {body['count']} while paging; "
