@@ -120,5 +120,59 @@ def test_ekklesia_shape_is_read():
     }
 
 
+@pytest.mark.parametrize(
+    "sent, read",
+    [
+        (403855259, "0403855259"),
+        (1201743399, "1201743399"),
+        (1201743399.0, "1201743399"),
+        (403855259.0, "0403855259"),
+    ],
+)
+def test_a_kennitala_sent_as_a_number_is_read_as_its_digits(sent, read):
+    [m] = validate_members([normalize_row({"ssn": sent, "name": "Jón", "status": "active"}, 1)]).members
+    assert m.kennitala == read
+
+
+def test_a_kennitala_beyond_repair_still_protects_its_digits():
+    [r] = validate_members([row(1, "403855258")]).rejects  # 9 digits, checksum wrong
+    assert r.kennitala == "0403855258" and r.reasons == ("kennitala_invalid_format",)
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"name": "A" * 256}, "name_too_long"),
+        ({"name": "Anna\x00"}, "name_control_characters"),
+        ({"name": "\x1b[2JAnna"}, "name_control_characters"),
+        ({"name": "Anna \u202eJón"}, "name_control_characters"),
+        ({"email": "a" * 251 + "@x.is"}, "email_too_long"),
+        ({"status": "a" * 51}, "status_too_long"),
+        ({"status": ""}, "status_missing"),
+        ({"status": None}, "status_missing"),
+        ({"status": 1}, "status_not_text"),
+        ({"name": {"first": "Anna"}}, "name_not_text"),
+        ({"kennitala": "1" * 65}, "kennitala_invalid_format"),
+    ],
+)
+def test_values_no_column_could_hold_are_rejected_and_stored_safely(bad, reason):
+    [r] = validate_members([{**row(1), **bad}]).rejects
+    assert reason in r.reasons and r.kennitala == ("1201743399" if "kennitala" not in bad else None)
+    limits = {"kennitala_raw": 64, "name": 255, "email": 255, "status": 50}
+    for f, limit in limits.items():
+        value = getattr(r, f)
+        assert value is None or (len(value) <= limit and "\x00" not in value)
+
+
+def test_a_row_without_a_status_field_follows_the_rule():
+    statusless = {**row(1), "status": None, "status_given": False}
+    [r] = validate_members([statusless]).rejects
+    assert r.reasons == ("status_field_absent",)
+    [m] = validate_members([statusless], missing_status="active").members
+    assert m.status == "active"
+    with pytest.raises(ValueError, match="missing_status"):
+        validate_members([statusless], missing_status="maybe")
+
+
 def test_logs_mask_the_personal_part():
     assert mask("1201743399") == "120174****" and mask(None) == "<none>"

@@ -169,7 +169,7 @@ def _text_problems(field_name: str, value: Any, limit: int) -> list[str]:
 
 
 def _status_of(
-    row: Mapping[str, Any], status_map: Mapping[str, str], missing_status: str
+    row: Mapping[str, Any], status_map: Mapping[str, str], missing_status: str, limit: int
 ) -> tuple[str | None, str | None]:
     """(local status, None) or (None, reason). A present status must be a known, non-blank word."""
     if not row.get("status_given", True):
@@ -183,7 +183,7 @@ def _status_of(
         return None, "status_missing"
     status = status_map.get(raw.lower())
     if status is None:
-        return None, f"status_unknown:{printable(raw, 50)}"
+        return None, f"status_unknown:{printable(raw, limit)}"
     return status, None
 
 
@@ -224,7 +224,7 @@ def validate_members(
             email = email.lower()
             if not _EMAIL.match(email):
                 reasons.append("email_invalid")
-        status, status_problem = _status_of(row, status_map, missing_status)
+        status, status_problem = _status_of(row, status_map, missing_status, limits["status"])
         if status_problem and not any(r.startswith("status_") for r in reasons):
             reasons.append(status_problem)
         if reasons:
