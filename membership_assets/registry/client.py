@@ -9,8 +9,8 @@ Rows are reduced to ``kennitala, name, email, status``; Ekklesia's ``ssn`` and n
 Page-number paging is not a snapshot: if someone on page 1 leaves and someone joins before page 2
 is read, the first member of page 2 slides onto page 1 and is never seen, yet ``count`` adds up.
 So a listing that would leave a current member unseen is read again, until two consecutive
-listings name the same rows in the same order (nothing moved while they were read) or the
-listing no longer leaves anyone unseen; after ``max_listings`` the sync fails. A registry that
+listings name the same rows in the same order, give or take members who joined at the end
+(nothing moved while they were read), or the listing no longer leaves anyone unseen; after ``max_listings`` the sync fails. A registry that
 is quiet, or where nobody is missing, costs one listing.
 """
 
@@ -77,6 +77,16 @@ def _check_results(body: Any, page: int) -> None:
         raise BadResponseError(f"page {page}: member list is not a list of objects")
     if "results" in body and body.get("next") and not items:
         raise IncompleteListingError(f"page {page} is empty but names a next page")
+
+
+def _nothing_moved(before: list[str | None], after: list[str | None]) -> bool:
+    """Two listings name the same rows in the same order, give or take rows added at the end.
+
+    New members come last (DRF lists by id), so a join shifts nobody; only a row leaving (or
+    moving) before others can hide one, and that changes what the two listings share.
+    """
+    shared = min(len(before), len(after))
+    return before[:shared] == after[:shared]
 
 
 class DjangoRegistryClient:
@@ -171,8 +181,9 @@ class DjangoRegistryClient:
         """A complete listing whose absentees are really absent.
 
         ``unseen(listing)`` names the current members a listing does not list. While it names
-        anyone, the registry is listed again; the answer is the first listing that is identical
-        (same rows, same order) to the one before it, or that leaves nobody unseen. A count that
+        anyone, the registry is listed again; the answer is the first listing that agrees with
+        the one before it (same rows in the same order, give or take new rows at the end), or
+        that leaves nobody unseen. A count that
         changes while paging also costs a listing. Fails after ``max_listings`` listings.
         """
         listing: RegistryListing | None = None
@@ -186,7 +197,7 @@ class DjangoRegistryClient:
             again.listings = attempt
             if again.shape == "plain" or not unseen(again):
                 return again
-            if listing is not None and again.order == listing.order:
+            if listing is not None and _nothing_moved(listing.order, again.order):
                 return again
             listing = again
         raise IncompleteListingError(
