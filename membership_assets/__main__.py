@@ -191,7 +191,7 @@ def simulators(args: argparse.Namespace) -> int:
         if sims.action_builder:
             print(f"Action Builder simulator: {sims.action_builder.base_url}")
         if sims.django:
-            print(f"Django registry simulator: {sims.django.base_url}/api/members/eligible")
+            print(f"Django registry (real Django + DRF): {sims.django.base_url}/api/members/eligible/")
         print("serving; Ctrl-C to stop (state is saved on exit)")
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
