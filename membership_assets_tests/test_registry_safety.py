@@ -258,10 +258,11 @@ def test_every_member_flipped_to_unpaid_is_blocked_and_the_dry_run_says_so(
     before = state(members_db_url)
     eligible = store_for(members_db_url).eligibility_counts()[1]
     assert eligible > 300
-    for m in django_sim.data.members:
+    rows = django_sim.data.members  # a copy of what the registry lists now
+    for m in rows:
         if m.get("status") == "active":
             m["status"] = "unpaid"
-    django_sim.set_members(django_sim.data.members)
+    django_sim.set_members(rows)
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert dry.success
     assert "eligibility_loss_fraction" in dry_run_report(dry)["would_block"]
@@ -281,14 +282,15 @@ def test_a_kennitala_sent_as_a_number_keeps_the_member(registry_defs, instance, 
     as_float = next(k for k in valid if not k.startswith("0"))
     garbled = next(k for k in valid if k not in (leading_zero, as_float))
     before = state(members_db_url)
-    for m in django_sim.data.members:
+    rows = django_sim.data.members
+    for m in rows:
         if kt_of(m) == leading_zero:
             m["kennitala"] = int(leading_zero)  # DRF IntegerField: 0403855259 -> 403855259
         elif kt_of(m) == as_float:
             m["kennitala"] = float(as_float)
         elif kt_of(m) == garbled:
             m["kennitala"] = float(garbled) + 0.5  # beyond repair: tied to the member by email
-    django_sim.set_members(django_sim.data.members)
+    django_sim.set_members(rows)
     result = run_sync(registry_defs, instance)
     assert result.success
     after = state(members_db_url)
@@ -318,11 +320,12 @@ def test_hostile_rows_are_quarantined_and_the_rest_of_the_sync_applies(
     valid = django_sim.data.truth.valid_kennitalas
     before = state(members_db_url)
     targets = dict(zip(HOSTILE, valid[10:], strict=False))
-    for m in django_sim.data.members:
+    rows = django_sim.data.members
+    for m in rows:
         for case, kt in targets.items():
             if kt_of(m) == kt:
                 m.update(HOSTILE[case][0])
-    django_sim.set_members(django_sim.data.members)
+    django_sim.set_members(rows)
     mover, leaver = valid[30], valid[31]
     django_sim.update(mover, email="moved@example.is")
     django_sim.remove(leaver)

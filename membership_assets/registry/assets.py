@@ -21,7 +21,7 @@ from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, pro
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .store import SyncLogEntry
-from .validation import ACTIVE, SUSPENDED, kennitala_key, mask, validate_members
+from .validation import ACTIVE, SUSPENDED, kennitala_key, kennitala_text, mask, validate_members
 
 GROUP = "registry"
 RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status", "status_given"]
@@ -109,6 +109,8 @@ def django_members(
         finally:
             client.api.close()
     frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
+    # A number (DRF IntegerField) becomes its digits, the lost leading zero restored; text as is.
+    frame["kennitala"] = frame["kennitala"].map(kennitala_text).astype(object)
     context.log.info(
         f"registry listed {len(frame)} rows in {listing.pages} page(s) ({listing.shape}); "
         f"{listing.listings} listing(s) read"

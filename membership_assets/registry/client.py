@@ -25,7 +25,6 @@ from typing import Any
 from ..connectors.errors import BadResponseError, IncompleteListingError, NotFoundError
 from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
-from .validation import kennitala_text
 
 MAX_LISTINGS = 4  # listings one sync may read to confirm who is really gone
 
@@ -51,8 +50,7 @@ def normalize_row(raw: dict[str, Any], row_number: int) -> dict[str, Any]:
     contact = raw.get("contact_info") if isinstance(raw.get("contact_info"), dict) else {}
     return {
         "row_number": row_number,
-        # A number (DRF IntegerField) becomes its zero-padded digits: the checksum still decides.
-        "kennitala": kennitala_text(raw.get("kennitala", raw.get("ssn"))),
+        "kennitala": raw.get("kennitala", raw.get("ssn")),  # as sent: a number stays a number
         "name": raw.get("name"),
         "email": raw.get("email", contact.get("email")),
         "status": raw.get("status"),
