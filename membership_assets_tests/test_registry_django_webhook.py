@@ -142,3 +142,39 @@ def _ids(sim) -> list[tuple[int, str]]:
 
     with sim.active():
         return [(i, str(r["kennitala"]).replace("-", "")) for i, r in planting.exported()]
+
+
+def test_the_readme_signals_snippet_sends_the_same_webhook(receiver, monkeypatch):
+    """The few lines README gives a Django project, run against the stand-in's models."""
+    import re
+    import types
+    from pathlib import Path
+
+    from membership_assets.simulators.django_registry import runtime
+
+    runtime.setup()
+    from django.db.models.signals import post_delete, post_save
+
+    from membership_assets.simulators.django_registry.members.models import Comrade
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "membership/signals.py" in b]
+    code = "\n".join(line[2:] if line.startswith("  ") else line for line in snippet.splitlines())
+    code = code.replace("from .models import Comrade", "")
+    monkeypatch.setenv("REGISTRY_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", SECRET)
+    module = types.ModuleType("readme_signals")
+    module.Comrade = Comrade
+    exec(compile(code, "README.md", "exec"), module.__dict__)
+    try:
+        with DjangoRegistrySimulator(generate_registry(3, invalid=False)) as sim:
+            sim.remove(sim.data.truth.valid_kennitalas[0])
+            deadline = time.monotonic() + 10
+            while not receiver.received and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        post_save.disconnect(module.comrade_saved, sender=Comrade)
+        post_delete.disconnect(module.comrade_deleted, sender=Comrade)
+    [got] = receiver.received
+    assert got["signature_ok"] and got["event"]["event"] == "member.saved"
+    assert set(got["event"]) == {"event_id", "event", "member_id", "occurred_at"}
