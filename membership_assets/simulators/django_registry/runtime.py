@@ -14,6 +14,8 @@ import contextlib
 import contextvars
 import itertools
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -151,7 +153,19 @@ class StandInServer:
             response = ctx.run(django_app, environ, start_response)
             return _InContext(ctx, response)
 
-        self.httpd = ThreadedWSGIServer((host, port), QuietHandler, allow_reuse_address=False)
+        open_sockets: set[socket.socket] = set()
+
+        class Server(ThreadedWSGIServer):
+            def process_request(self, request: socket.socket, client_address: Any) -> None:
+                open_sockets.add(request)
+                super().process_request(request, client_address)
+
+            def shutdown_request(self, request: socket.socket) -> None:
+                open_sockets.discard(request)
+                super().shutdown_request(request)
+
+        self._open_sockets = open_sockets
+        self.httpd = Server((host, port), QuietHandler, allow_reuse_address=True)
         self.httpd.set_app(app)
         self._thread: threading.Thread | None = None
 
@@ -169,6 +183,12 @@ class StandInServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        # Reset the keep-alive connections still open: closing them the ordinary way would leave
+        # the fixed port in TIME_WAIT and the next demo run could not bind it for a minute.
+        for sock in list(self._open_sockets):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
         if self._thread:
             self._thread.join(timeout=5)
 

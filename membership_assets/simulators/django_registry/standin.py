@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from . import runtime
 from .faults import RegistryFaults
 from .seed import DEFAULT_TOKEN, RegistryData, _person, generate_registry, make_kennitala
 
+WEBHOOK_SECRET_ENV = "REGISTRY_WEBHOOK_SECRET_PASSWORD"
+DEFAULT_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented local value, not a secret
 ETAG_MODES = {True: "listing", False: None, None: None, "listing": "listing", "middleware": "middleware"}
 
 
@@ -48,7 +51,9 @@ class DjangoRegistrySimulator:
     ):
         """``etag``: True / "listing" = a whole-listing ETag from the view (a version counter
         bumped by model signals); "middleware" = Django's ConditionalGetMiddleware (an ETag of
-        each page's content); False = none."""
+        each page's content); False = none. ``webhook_url``: announce every member save and
+        delete there, signed with ``webhook_secret`` (default: ``REGISTRY_WEBHOOK_SECRET_PASSWORD``,
+        else the documented local value)."""
         runtime.setup()
         data = data or generate_registry()
         self.token = token
@@ -57,12 +62,17 @@ class DjangoRegistrySimulator:
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
         self.etag = etag
-        self.webhook_url = webhook_url
-        self.webhook_secret = webhook_secret
         self.faults = RegistryFaults()
         self.requests = RequestLog()
         self.bucket = TokenBucket(rate_limit) if rate_limit else None
         self.stopping = threading.Event()
+        self.webhook_url = webhook_url
+        self.webhooks = None
+        if webhook_url:
+            from .members.webhook import WebhookSender
+
+            secret = webhook_secret or os.getenv(WEBHOOK_SECRET_ENV) or DEFAULT_WEBHOOK_SECRET
+            self.webhooks = WebhookSender(webhook_url, secret, self.stopping)
         self._truth, self._seed = data.truth, data.seed
         self._exported: tuple[int, list[tuple[int, dict[str, Any]]]] | None = None
         self.alias = runtime.add_database()
@@ -144,6 +154,12 @@ class DjangoRegistrySimulator:
                 comrade.deleted_at = timezone.now()
                 comrade.save()
 
+    def delete(self, kennitala: str) -> None:
+        """Delete the listed members with this kennitala outright (staff deleting in the admin)."""
+        with self.active():
+            for comrade in self._listed_by_kennitala(kennitala):
+                comrade.delete()
+
     def add(self, row: dict[str, Any]) -> None:
         from .members import planting
 
@@ -195,8 +211,10 @@ class DjangoRegistrySimulator:
         return self
 
     def stop(self) -> None:
-        self.stopping.set()  # releases hanging and slow pages
+        self.stopping.set()  # releases hanging and slow pages, and webhook retries
         self.server.stop()
+        if self.webhooks is not None:
+            self.webhooks.close()
         runtime.drop_database(self.alias)
 
     def __enter__(self) -> Self:
