@@ -460,6 +460,39 @@ def test_a_failing_dry_run_leaves_no_failed_real_sync(registry_defs, instance, m
     assert store.last_applied_sync()["id"] == applied
 
 
+def planned_assets(instance, run_id: str) -> set[str]:
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ).records
+    return {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
+
+
+def test_a_preview_run_never_plans_the_sync_even_when_it_fails(
+    registry_defs, instance, members_db_url, monkeypatch
+):
+    assert run_sync(registry_defs, instance).success
+    job = registry_defs.resolve_job_def("registry_preview")
+    preview = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert preview.success
+    assert planned_assets(instance, preview.run_id) == {
+        "django_members",
+        "valid_members",
+        "member_rejects",
+        "membership_delta",
+    }
+    [delta] = preview.asset_materializations_for_node("membership_delta")
+    assert delta.metadata["would_block"].value == "nothing"
+
+    def down(*args, **kwargs):
+        raise BadResponseError("registry answered with an HTML error page")
+
+    monkeypatch.setattr(JsonApiClient, "request_json", down)
+    failed = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success
+    assert "membership_sync" not in planned_assets(instance, failed.run_id)
+    assert store_for(members_db_url).log_entry(failed.run_id)["dry_run"]
+
+
 # -- 8. rollback preview and record ------------------------------------------------------------
 
 

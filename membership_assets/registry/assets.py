@@ -32,8 +32,14 @@ def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str
     return context.run.root_run_id or context.run_id
 
 
+DRY_RUN_TAG = "membership/dry_run"
+
+
 def is_dry_run(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> bool:
-    """Whether this run is a dry run (membership_sync's config, readable from every step)."""
+    """Whether this run is a dry run: the registry_preview job (tagged), or membership_sync's
+    dry_run config (readable from every step)."""
+    if context.run.tags.get(DRY_RUN_TAG) == "true":
+        return True
     ops = (context.run.run_config or {}).get("ops", {})
     return bool(ops.get("membership_sync", {}).get("config", {}).get("dry_run", False))
 
@@ -256,6 +262,8 @@ def membership_delta(
             **c,
             "active_before": figures.active_before,
             "kept_because_row_rejected": kept,
+            "eligibility_losses": figures.eligibility_losses,
+            "would_block": ", ".join(v.guard for v in violations) or "nothing",  # without overrides
             "guards": dg.MetadataValue.md(
                 "\n".join(
                     f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in violations

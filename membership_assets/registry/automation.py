@@ -10,7 +10,7 @@ from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from ..warehouse.schema import TABLES
-from .assets import GROUP, sync_id_of
+from .assets import DRY_RUN_TAG, GROUP, sync_id_of
 from .delta import counts
 from .resources import DjangoRegistryResource, MembersDatabase
 from .store import RollbackError, SyncLogEntry
@@ -21,6 +21,16 @@ registry_sync = dg.define_asset_job(
     description="Fetch eligible members from Django, validate, apply the delta, archive. Launch "
     "by hand with dry_run / allow_mass_removal in membership_sync's config.",
     tags={"membership/pipeline": "registry"},
+)
+
+registry_preview = dg.define_asset_job(
+    "registry_preview",
+    selection=dg.AssetSelection.assets("membership_delta").upstream(),
+    description="What a registry sync would do, without planning one: reads and judges the "
+    "registry (membership_delta shows the delta, eligibility losses and would_block) but never "
+    "plans membership_sync, member_eligibility or audit history, so even a failed preview leaves "
+    "them untouched.",
+    tags={"membership/pipeline": "registry", DRY_RUN_TAG: "true"},
 )
 
 registry_hourly = dg.ScheduleDefinition(

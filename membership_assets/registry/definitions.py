@@ -1,11 +1,17 @@
 import dagster as dg
 
 from . import assets
-from .automation import django_members_changed, registry_hourly, registry_rollback, registry_sync
+from .automation import (
+    django_members_changed,
+    registry_hourly,
+    registry_preview,
+    registry_rollback,
+    registry_sync,
+)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
-    jobs=[registry_sync, registry_rollback],
+    jobs=[registry_sync, registry_preview, registry_rollback],
     schedules=[registry_hourly],
     sensors=[django_members_changed],
 )
