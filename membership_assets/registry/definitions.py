@@ -2,10 +2,11 @@ import dagster as dg
 
 from . import assets
 from .automation import django_members_changed, registry_hourly, registry_rollback, registry_sync
+from .event_sensor import registry_change_events
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     jobs=[registry_sync, registry_rollback],
     schedules=[registry_hourly],
-    sensors=[django_members_changed],
+    sensors=[django_members_changed, registry_change_events],
 )
