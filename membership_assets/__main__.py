@@ -1,7 +1,8 @@
-"""Command line: ``python -m membership_assets demo | simulators``.
+"""Command line: ``python -m membership_assets demo | simulators | query | migrate``.
 
 ``demo`` runs the main jobs once on the embedded default (simulators, DuckDB, SQLite, outbox) and
 prints where everything went. ``simulators`` serves the simulated APIs for ``dagster dev``.
+``migrate`` applies the members database's schema migrations (production: before deploying code).
 """
 
 from __future__ import annotations
@@ -214,6 +215,44 @@ def sync_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members_db_url() -> str:
+    from .environment import resources_for
+
+    url = resources_for()["members_db"].url
+    return url.get_value() if hasattr(url, "get_value") else url  # production: EnvVar("MEMBERS_DB_URL")
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Apply (or print, or check) the members database's Alembic migrations."""
+    from .registry import migrate as schema
+
+    if args.sql:
+        print(schema.upgrade_sql(args.dialect, args.from_revision))
+        return 0
+    import sqlalchemy as sa
+
+    from .registry.store import MembersStore
+
+    url = args.url or _members_db_url()
+    store = MembersStore.from_url(url)
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    try:
+        if args.check:
+            with store.engine.connect() as conn:
+                current = schema.current_revision(conn)
+            print(f"{shown}: at {current or 'no revision'}, head {schema.head()}")
+            return 0 if current == schema.head() else 1
+        before, target = store.ensure_schema()
+        done = "already at" if before == target else f"upgraded from {before or 'an empty database'} to"
+        print(f"{shown}: {done} {target}")
+        return 0
+    except schema.SchemaMismatchError as exc:
+        print(f"{shown}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membership_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="listen address (default SYNC_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default SYNC_API_PORT or 8767)")
     p.set_defaults(func=sync_api)
+    p = sub.add_parser("migrate", help="apply the members database's schema migrations (Alembic)")
+    p.add_argument("--url", help="SQLAlchemy URL (default: this environment's MEMBERS_DB_URL)")
+    p.add_argument("--check", action="store_true", help="only report; exit 1 when not at head")
+    p.add_argument("--sql", action="store_true", help="print the upgrade SQL instead of applying it")
+    p.add_argument("--dialect", default="postgresql", help="dialect of --sql (postgresql | sqlite)")
+    p.add_argument("--from", dest="from_revision", help="revision the --sql output starts from")
+    p.set_defaults(func=migrate)
     args = parser.parse_args(argv)
     return args.func(args)
 

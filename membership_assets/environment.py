@@ -126,7 +126,7 @@ def production_resources() -> dict[str, Any]:
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
         ),
-        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL")),
+        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL"), auto_migrate=False),
         "registry_policy": registry_policy(),
     }
 
@@ -159,6 +159,7 @@ def sync_api_settings(env: str | None = None):
         rate_burst=int(os.getenv("SYNC_API_RATE_BURST", defaults.rate_burst)),
         host=os.getenv("SYNC_API_HOST", defaults.host),
         port=int(os.getenv("SYNC_API_PORT", defaults.port)),
+        auto_migrate=(env or get_environment()) != PRODUCTION,
     )
 
 

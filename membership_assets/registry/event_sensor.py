@@ -59,8 +59,7 @@ def _unlaunched(context: dg.SensorEvaluationContext, events: ChangeEventStore, n
 def registry_change_events(context: dg.SensorEvaluationContext, members_db: MembersDatabase):
     """Start a registry sync for Django's webhooks and admins' requests (debounced: a burst of
     saves is one sync). Events wait in the members database while Dagster is down."""
-    events = ChangeEventStore(members_db.store())
-    events.ensure_schema()
+    events = ChangeEventStore(members_db.store())  # the store migrates or checks the schema
     now = datetime.now(timezone.utc)
     repairs = _unlaunched(context, events, now)
     if repairs:

@@ -111,10 +111,9 @@ class ChangeEventStore:
     def from_url(cls, url: str) -> ChangeEventStore:
         return cls(MembersStore.from_url(url))
 
-    def ensure_schema(self) -> None:
-        """Create the table where Alembic has not (tests, the embedded default)."""
-        with self.engine.begin() as conn:
-            change_events.create(conn, checkfirst=True)
+    def ensure_schema(self, migrate: bool = True) -> None:
+        """The table comes with the members schema (Alembic revision 0004)."""
+        self.store.ensure_schema(migrate=migrate)
 
     def record(
         self,

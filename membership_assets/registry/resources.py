@@ -51,12 +51,17 @@ class MembersDatabase(dg.ConfigurableResource):
     """The eligibility database (Postgres in production, SQLite on the embedded default)."""
 
     url: str = Field(description="SQLAlchemy URL (MEMBERS_DB_URL), e.g. postgresql+psycopg://...")
+    auto_migrate: bool = Field(
+        default=True,
+        description="Apply pending schema migrations on first use (local); off in production, "
+        "where `python -m membership_assets migrate` applies them and runs refuse an old schema.",
+    )
     _store: MembersStore | None = PrivateAttr(default=None)
 
     def store(self) -> MembersStore:
         if self._store is None:
             self._store = MembersStore.from_url(self.url)
-            self._store.ensure_schema()
+            self._store.ensure_schema(migrate=self.auto_migrate)
         return self._store
 
 

@@ -24,6 +24,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from .delta import DELTA_COLUMNS, counts
 from .validation import ACTIVE, REMOVED, SUSPENDED
 
+# The tables as the code uses them; ``migrate`` brings a database to this shape with versioned
+# Alembic revisions (migrations/versions), which also define the ``member_eligibility`` view.
 metadata = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 TS = sa.DateTime(timezone=True)
@@ -91,15 +93,6 @@ rejects = sa.Table(
     sa.Column("reasons", sa.Text),
     sa.Column("rejected_at", TS, nullable=False),
 )
-
-ELIGIBILITY_VIEW = f"""
-CREATE VIEW member_eligibility AS
-SELECT kennitala, name, email, status,
-       CASE WHEN status = '{ACTIVE}' THEN TRUE ELSE FALSE END AS eligible,
-       synced_at
-FROM members
-WHERE status IN ('{ACTIVE}', '{SUSPENDED}')
-"""
 
 APPLIED = ("success", "partial")
 
@@ -170,17 +163,36 @@ class MembersStore:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def ensure_schema(self) -> None:
+    def ensure_schema(self, migrate: bool = True) -> tuple[str | None, str]:
+        """Apply the pending Alembic revisions (see ``migrate``): (revision before, head).
+
+        With ``migrate=False`` (production) a database that is not at head is an error naming
+        the command that migrates it, so no deploy changes a voting roll's schema unasked.
+        """
+        from . import migrate as schema
+
+        target = schema.head()
+        with self.engine.connect() as conn:
+            current = schema.current_revision(conn)
+        if current == target:  # the common case: no lock needed
+            return current, target
+        schema.check_known(current)
+        if not migrate:
+            raise schema.SchemaMismatchError(
+                f"the members database is at revision {current or 'none'}, this code needs {target}: "
+                "apply the migrations with `python -m membership_assets migrate`"
+            )
         with self.write() as conn:
-            metadata.create_all(conn)
-            exists = sa.inspect(conn).get_view_names()
-            if "member_eligibility" not in exists:
-                conn.exec_driver_sql(ELIGIBILITY_VIEW)
+            return schema.upgrade_to_head(conn)
 
     def drop_schema(self) -> None:
+        """Drop every table and view of the application and the migration history (tests only)."""
+        from .migrate import VERSION_TABLE
+
         with self.write() as conn:
             conn.exec_driver_sql("DROP VIEW IF EXISTS member_eligibility")
             metadata.drop_all(conn)
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:

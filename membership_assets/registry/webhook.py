@@ -75,6 +75,7 @@ class SyncApiSettings:
     rate_burst: int = 600
     host: str = "127.0.0.1"
     port: int = 8767
+    auto_migrate: bool = True  # production: `python -m membership_assets migrate` first
 
 
 # -- pure pieces ------------------------------------------------------------------------------
@@ -337,9 +338,8 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 def create_app(settings: SyncApiSettings, clock: Callable[[], float] = time.time) -> Starlette:
     """The receiver as an ASGI app (served by uvicorn; tests drive it in process)."""
     store = MembersStore.from_url(settings.members_db_url)
-    store.ensure_schema()
+    store.ensure_schema(migrate=settings.auto_migrate)
     events = ChangeEventStore(store)
-    events.ensure_schema()
     receiver = _Receiver(settings, events, clock)
 
     def guarded(endpoint):
