@@ -125,6 +125,7 @@ def production_resources() -> dict[str, Any]:
             api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
+            whole_list_etag=os.getenv("DJANGO_WHOLE_LIST_ETAG", "").lower() == "true",
         ),
         "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL"), auto_migrate=False),
         "registry_policy": registry_policy(),
