@@ -439,3 +439,15 @@ def test_a_webhook_becomes_a_sync_logged_as_webhook(
     assert store.is_eligible("0101302989")
     assert store.log_entry(result.run_id)["source"] == "webhook"
     store.engine.dispose()
+
+
+def test_only_consumed_events_past_the_retention_are_pruned(events):
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    for consumed in (True, False):
+        events.record(
+            event_id=str(uuid.uuid4()), event="member.saved", source="webhook", member_id=1, now=old
+        )
+        if consumed:
+            events.claim(events.pending().max_id, "registry-events-x")
+    assert events.prune(timedelta(days=30)) == 1
+    assert events.stats()["pending_events"] == 1  # an unconsumed change is never forgotten
