@@ -205,7 +205,11 @@ def sync_api(args: argparse.Namespace) -> int:
     from .environment import sync_api_settings
     from .registry.webhook import serve
 
-    settings = sync_api_settings()
+    try:
+        settings = sync_api_settings()
+    except KeyError as exc:
+        print(f"sync-api needs the environment variable {exc.args[0]}", file=sys.stderr)
+        return 2
     if not settings.webhook_secret:
         print(
             "REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; refusing to accept unsigned webhooks", file=sys.stderr

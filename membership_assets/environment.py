@@ -147,6 +147,7 @@ def sync_api_settings(env: str | None = None):
         secret = os.environ["REGISTRY_WEBHOOK_SECRET_PASSWORD"]
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", "")
     else:
+        state_dir().mkdir(parents=True, exist_ok=True)  # the SQLite file of a fresh checkout
         db_url = os.getenv("MEMBERS_DB_URL", f"sqlite:///{state_dir() / 'members.sqlite'}")
         secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", LOCAL_WEBHOOK_SECRET)
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", LOCAL_API_KEY)

@@ -203,10 +203,10 @@ class _Receiver:
         if not self.limiter.allow(client):
             raise Rejected(429, "rate_limited", {"Retry-After": str(self.limiter.retry_after())})
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.settings.max_body_bytes):
-            raise Rejected(
-                413 if declared.isdigit() else 400, "body_too_large" if declared.isdigit() else "bad_length"
-            )
+        if declared is not None and not declared.isdigit():
+            raise Rejected(400, "bad_length")
+        if declared is not None and int(declared) > self.settings.max_body_bytes:
+            raise Rejected(413, "body_too_large")
         body = bytearray()
         async for chunk in request.stream():  # chunked bodies are capped as they arrive
             body.extend(chunk)
@@ -349,8 +349,8 @@ def create_app(settings: SyncApiSettings, clock: Callable[[], float] = time.time
                 response = await endpoint(request)
             except Rejected as exc:
                 response = JSONResponse({"error": exc.reason}, exc.status, headers=exc.headers)
-                log.warning("rejected %s %s: %s", request.method, endpoint.__name__, exc.reason)
-            _access_log(request, endpoint.__name__, response.status_code, started)
+                log.warning("rejected %s: %s", endpoint.__name__, exc.reason)
+            _access_log(endpoint.__name__, response.status_code, started)
             return response
 
         return handle
@@ -361,20 +361,19 @@ def create_app(settings: SyncApiSettings, clock: Callable[[], float] = time.time
         Route("/api/sync/status", guarded(receiver.status), methods=["GET"]),
         Route("/api/sync/logs", guarded(receiver.logs), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
-    app.state.events = events
-    return app
+    return Starlette(routes=routes)
 
 
-def _access_log(request: Request, route: str, status: int, started: float) -> None:
+def _access_log(route: str, status: int, started: float) -> None:
     # Our own access log names the route, not the requested path: a path is what a sender wrote.
-    log.info("%s %s -> %d in %.1f ms", request.method, route, status, (time.perf_counter() - started) * 1000)
+    log.info("%s -> %d in %.1f ms", route, status, (time.perf_counter() - started) * 1000)
 
 
 def serve(settings: SyncApiSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # uvicorn's access log prints the decoded request path (a sender could forge log lines).
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info"
