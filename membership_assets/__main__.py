@@ -72,7 +72,9 @@ def _registry_summary(result, churn) -> str:
     lines = ["", "== Registry -> voting eligibility " + ("(succeeded)" if result.success else "(FAILED)")]
     if churn:
         lines.append(
-            f"upstream since last demo run: {churn['joined']} joined, {churn['left']} left, {churn['changed']} changed email"
+            # Counts only: the lists hold kennitalas, which stay out of terminal output.
+            f"upstream since last demo run: {len(churn['joined'])} joined, {len(churn['left'])} left, "
+            f"{len(churn['changed'])} changed email"
         )
     try:
         raw = result.output_for_node("django_members")
@@ -191,7 +193,7 @@ def simulators(args: argparse.Namespace) -> int:
         if sims.action_builder:
             print(f"Action Builder simulator: {sims.action_builder.base_url}")
         if sims.django:
-            print(f"Django registry simulator: {sims.django.base_url}/api/members/eligible")
+            print(f"Django registry (real Django + DRF): {sims.django.base_url}/api/members/eligible/")
         print("serving; Ctrl-C to stop (state is saved on exit)")
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()

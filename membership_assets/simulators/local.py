@@ -86,7 +86,13 @@ class LocalSimulators:
                 if existed
                 else generate_registry(int(os.getenv("DJANGO_SIM_MEMBERS", "2000")))
             )
-            self.django = DjangoRegistrySimulator(data, token=SIMULATED_DJANGO_TOKEN, port=self.django_port)
+            self.django = DjangoRegistrySimulator(
+                data,
+                token=SIMULATED_DJANGO_TOKEN,
+                port=self.django_port,
+                # The sync service's webhook receiver, when one runs (see README, registry section).
+                webhook_url=os.getenv("REGISTRY_WEBHOOK_URL"),
+            )
             if existed and self.advance_registry:
                 # Each demo run after the first sees a month of membership life upstream.
                 self.registry_churn = self.django.churn(step=data.version)
