@@ -160,3 +160,39 @@ def test_the_polling_sensor_starts_a_sync_for_an_email_change():
         lst.change(_email)  # same count, not on the first page
         result, _ = tick(cursor)
         assert isinstance(result, dg.RunRequest) and result.tags["membership/source"] == "sensor"
+
+
+STANDIN_CHANGES = {
+    "email": lambda sim, kts: sim.update(kts[3], email="changed.address@example.is"),
+    "status_fee": lambda sim, kts: sim.update(kts[-2], status="unpaid"),
+    "join_and_leave": lambda sim, kts: (
+        sim.remove(kts[400]),
+        sim.add(
+            {
+                "kennitala": "0101302989",
+                "name": "Ný Félagsdóttir",
+                "email": "ny@example.is",
+                "status": "active",
+            }
+        ),
+    ),
+    "name": lambda sim, kts: sim.update(kts[600], name="Anna Endurnefnd"),
+}
+
+
+@pytest.mark.parametrize("etag", ["middleware", False])
+@pytest.mark.parametrize("kind", sorted(STANDIN_CHANGES))
+def test_every_kind_of_change_is_seen_on_the_django_standin(etag, kind):
+    """The same against the project's real Django + DRF registry (ConditionalGetMiddleware or no ETag)."""
+    from membership_assets.simulators.django_registry import DjangoRegistrySimulator
+
+    data = generate_registry(700, seed=9, invalid=False)
+    with DjangoRegistrySimulator(data, etag=etag) as sim:
+        client = DjangoRegistryClient.connect(
+            base_url=sim.base_url, api_key=sim.token, page_size=500, rate_limit=5000, sleep=lambda s: None
+        )
+        marker, _ = client.change_marker(None)
+        assert not client.change_marker(marker)[1]
+        kts = [str(m["kennitala"]).replace("-", "") for m in sim.data.members]
+        STANDIN_CHANGES[kind](sim, kts)
+        assert client.change_marker(marker)[1], f"{kind} not seen with ETag {etag}"

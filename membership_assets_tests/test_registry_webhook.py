@@ -451,3 +451,48 @@ def test_only_consumed_events_past_the_retention_are_pruned(events):
             events.claim(events.pending().max_id, "registry-events-x")
     assert events.prune(timedelta(days=30)) == 1
     assert events.stats()["pending_events"] == 1  # an unconsumed change is never forgotten
+
+
+def test_the_django_standin_webhook_reaches_the_voting_roll(
+    members_db_url, events, registry_defs, monkeypatch
+):
+    """h2's Django registry signs and sends the webhook from its model signals; this receiver
+    accepts it, and the sensor's run makes the new member eligible (source webhook)."""
+    from membership_assets.registry.resources import DjangoRegistryResource
+    from membership_assets.registry.store import MembersStore
+    from membership_assets.simulators.django_registry import DjangoRegistrySimulator, generate_registry
+
+    monkeypatch.setenv("REGISTRY_EVENTS_QUIET_SECONDS", "0")
+    newcomer = {
+        "kennitala": "0101302989",
+        "name": "Ný Félagsdóttir",
+        "email": "ny@example.is",
+        "status": "active",
+    }
+    with (
+        receiver(members_db_url) as base,
+        DjangoRegistrySimulator(
+            generate_registry(60, seed=2, invalid=False),
+            webhook_url=f"{base}/api/webhooks/registry",
+            webhook_secret=SECRET,
+        ) as sim,
+    ):
+        sim.add(newcomer)
+        deadline = time.time() + 20
+        while pending_count(events) < 1:
+            assert time.time() < deadline, "the stand-in's webhook never arrived"
+            time.sleep(0.05)
+        django = DjangoRegistryResource(base_url=sim.base_url, api_key=sim.token, rate_limit=1000)
+        job = registry_defs.resolve_job_def("registry_sync")
+        with dg.DagsterInstance.ephemeral() as instance:
+            [request] = tick(instance, members_db_url)
+            result = job.execute_in_process(
+                instance=instance,
+                tags=request.tags,
+                run_config=request.run_config,
+                resources={"django": django},
+            )
+    assert result.success
+    store = MembersStore.from_url(members_db_url)
+    assert store.is_eligible("0101302989") and store.log_entry(result.run_id)["source"] == "webhook"
+    store.engine.dispose()
