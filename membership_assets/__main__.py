@@ -240,6 +240,9 @@ def migrate(args: argparse.Namespace) -> int:
     from .registry.store import MembersStore
 
     url = args.url or _members_db_url()
+    if not url:
+        print("no members database: set MEMBERS_DB_URL or pass --url", file=sys.stderr)
+        return 2
     store = MembersStore.from_url(url)
     shown = sa.make_url(url).render_as_string(hide_password=True)
     try:

@@ -308,3 +308,20 @@ def test_production_code_never_imports_django():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_server_side_rate_limit_answers_429_with_retry_after():
+    with DjangoRegistrySimulator(generate_registry(3, invalid=False), rate_limit=1) as sim:
+        statuses = [get(sim, ELIGIBLE) for _ in range(3)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert statuses[0].status_code == 200 and limited and limited[0].headers["Retry-After"] == "1"
+    assert sim.requests.by_route["rate_limited"] == len(limited)
+
+
+def test_conditional_get_can_be_switched_on_while_running(small):
+    assert get(small, ELIGIBLE).headers["ETag"].startswith('"members-v')
+    small.etag = "middleware"
+    page_etag = get(small, ELIGIBLE).headers["ETag"]
+    assert not page_etag.startswith('"members-v')
+    small.etag = False
+    assert "ETag" not in get(small, ELIGIBLE).headers

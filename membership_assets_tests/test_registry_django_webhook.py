@@ -118,9 +118,9 @@ def test_a_receiver_that_is_down_never_blocks_or_fails_a_save():
 
 
 def test_nothing_is_sent_for_a_transaction_that_rolls_back(receiver):
-    from membership_assets.simulators.django_registry.members.models import Comrade
-
     with standin(receiver.url, webhook_secret=SECRET) as sim:
+        from membership_assets.simulators.django_registry.members.models import Comrade  # after setup
+
         with pytest.raises(RuntimeError), sim.active():
             Comrade.objects.create(name="Never committed", ssn="0101302989")
             raise RuntimeError("staff pressed cancel")

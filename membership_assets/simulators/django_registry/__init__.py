@@ -5,10 +5,14 @@ from Django models over HTTP (``/api/members/eligible/``, Ekklesia's ``/felagar/
 A dev/test dependency only (``.[dev]``): production code never imports this package.
 """
 
-from .seed import (
+from .seed import (  # the names the single-module simulator had, for existing imports
     DEFAULT_TOKEN,
+    FIRST,
+    LAST,
+    WEIGHTS,
     RegistryData,
     RegistryTruth,
+    _person,
     check_digit,
     generate_registry,
     make_kennitala,
@@ -17,6 +21,10 @@ from .standin import DjangoRegistrySimulator
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "FIRST",
+    "LAST",
+    "WEIGHTS",
+    "_person",
     "DjangoRegistrySimulator",
     "RegistryData",
     "RegistryTruth",

@@ -70,29 +70,26 @@ def setup() -> None:
         import django
         from django.conf import settings
 
-        if settings.configured:
-            if (
-                getattr(settings, "ROOT_URLCONF", None)
-                != importlib.import_module(SETTINGS_MODULE).ROOT_URLCONF
-            ):
-                raise RuntimeError("Django is already configured by another project in this process")
-        else:
-            module = importlib.import_module(SETTINGS_MODULE)
-            workdir = Path(tempfile.mkdtemp(prefix="django-registry-"))
-            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-            values = {k: getattr(module, k) for k in dir(module) if k.isupper()}
-            values["DATABASES"] = {
-                "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(workdir / "template.sqlite3")}
-            }
-            settings.configure(**values)
-            django.setup()
-            from django.core.management import call_command
+        if settings.configured:  # by someone else: two Django projects cannot share a process
+            raise RuntimeError(
+                "Django is already configured in this process; the registry stand-in needs its own"
+            )
+        module = importlib.import_module(SETTINGS_MODULE)
+        workdir = Path(tempfile.mkdtemp(prefix="django-registry-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        values = {k: getattr(module, k) for k in dir(module) if k.isupper()}
+        values["DATABASES"] = {
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(workdir / "template.sqlite3")}
+        }
+        settings.configure(**values)
+        django.setup()
+        from django.core.management import call_command
 
-            call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
-            from django.db import connections
+        call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+        from django.db import connections
 
-            connections["default"].close()
-            _workdir = workdir
+        connections["default"].close()
+        _workdir = workdir
 
 
 def add_database() -> str:
