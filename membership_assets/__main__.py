@@ -200,6 +200,27 @@ def simulators(args: argparse.Namespace) -> int:
     return 0
 
 
+def sync_api(args: argparse.Namespace) -> int:
+    """Serve the registry webhook receiver and the sync API (see README "Webhook and sync API")."""
+    from dataclasses import replace
+
+    from .environment import sync_api_settings
+    from .registry.webhook import serve
+
+    try:
+        settings = sync_api_settings()
+    except KeyError as exc:
+        print(f"sync-api needs the environment variable {exc.args[0]}", file=sys.stderr)
+        return 2
+    if not settings.webhook_secret:
+        print(
+            "REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; refusing to accept unsigned webhooks", file=sys.stderr
+        )
+        return 2
+    serve(replace(settings, host=args.host or settings.host, port=args.port or settings.port))
+    return 0
+
+
 def _members_db_url() -> str:
     from .environment import resources_for
 
@@ -259,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", help="'YYYY-MM-DD HH:MM:SS' UTC (default: 31 days ago)")
     p.add_argument("--end", help="'YYYY-MM-DD HH:MM:SS' UTC, exclusive (default: now)")
     p.set_defaults(func=query)
+    p = sub.add_parser("sync-api", help="serve the registry webhook receiver and sync API")
+    p.add_argument("--host", help="listen address (default SYNC_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default SYNC_API_PORT or 8767)")
+    p.set_defaults(func=sync_api)
     p = sub.add_parser("migrate", help="apply the members database's schema migrations (Alembic)")
     p.add_argument("--url", help="SQLAlchemy URL (default: this environment's MEMBERS_DB_URL)")
     p.add_argument("--check", action="store_true", help="only report; exit 1 when not at head")

@@ -126,10 +126,44 @@ def production_resources() -> dict[str, Any]:
             api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
+            whole_list_etag=os.getenv("DJANGO_WHOLE_LIST_ETAG", "").lower() == "true",
         ),
         "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL"), auto_migrate=False),
         "registry_policy": registry_policy(),
     }
+
+
+def sync_api_settings(env: str | None = None):
+    """The webhook receiver / sync API's settings (a plain process, not a Dagster resource).
+
+    Local: the members database of ``local_resources`` and the documented non-secret defaults.
+    Production: ``REGISTRY_WEBHOOK_SECRET_PASSWORD`` and ``MEMBERS_DB_URL`` are required;
+    ``SYNC_API_KEY_PASSWORD`` is optional (without it the API accepts signed requests only).
+    """
+    from .registry.webhook import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, SyncApiSettings
+
+    defaults = SyncApiSettings(members_db_url="", webhook_secret="")
+    if (env or get_environment()) == PRODUCTION:
+        db_url = os.environ["MEMBERS_DB_URL"]
+        secret = os.environ["REGISTRY_WEBHOOK_SECRET_PASSWORD"]
+        api_key = os.getenv("SYNC_API_KEY_PASSWORD", "")
+    else:
+        state_dir().mkdir(parents=True, exist_ok=True)  # the SQLite file of a fresh checkout
+        db_url = os.getenv("MEMBERS_DB_URL", f"sqlite:///{state_dir() / 'members.sqlite'}")
+        secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", LOCAL_WEBHOOK_SECRET)
+        api_key = os.getenv("SYNC_API_KEY_PASSWORD", LOCAL_API_KEY)
+    networks = os.getenv("SYNC_API_ALLOWED_IPS", "")
+    return SyncApiSettings(
+        members_db_url=db_url,
+        webhook_secret=secret,
+        api_key=api_key,
+        allowed_networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
+        rate_per_second=float(os.getenv("SYNC_API_RATE_LIMIT", defaults.rate_per_second)),
+        rate_burst=int(os.getenv("SYNC_API_RATE_BURST", defaults.rate_burst)),
+        host=os.getenv("SYNC_API_HOST", defaults.host),
+        port=int(os.getenv("SYNC_API_PORT", defaults.port)),
+        auto_migrate=(env or get_environment()) != PRODUCTION,
+    )
 
 
 def resources_for(env: str | None = None) -> dict[str, Any]:

@@ -35,4 +35,8 @@ def test_the_location_has_every_job_schedule_and_sensor():
         "action_builder_monthly_full",
         "registry_hourly",
     }
-    assert {s.name for s in defs.sensors} == {"django_members_changed", "email_admins_on_failure"}
+    assert {s.name for s in defs.sensors} == {
+        "django_members_changed",
+        "registry_change_events",
+        "email_admins_on_failure",
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from membership_assets.connectors.errors import AuthError, BadResponseError, IncompleteListingError
@@ -86,21 +88,22 @@ def test_5xx_storm_then_success(django_sim):
     assert len(connect(django_sim, max_attempts=5).fetch_members().rows) == len(django_sim.data.members)
 
 
-def test_change_marker_uses_etag_and_304(django_sim):
+def test_change_marker_uses_a_whole_list_etag_and_304(django_sim):
+    # The simulator's ETag is derived from its data version: it covers the whole list.
     client = connect(django_sim)
-    marker, changed = client.change_marker(None)
-    assert changed and marker.startswith('"members-v')
-    assert client.change_marker(marker) == (marker, False)
+    marker, changed = client.change_marker(None, whole_list_etag=True)
+    assert changed and json.loads(marker)["etag"].startswith('"members-v')
+    assert client.change_marker(marker, whole_list_etag=True) == (marker, False)
     assert django_sim.requests.by_route["not_modified"] == 1
     django_sim.update(django_sim.data.truth.valid_kennitalas[0], email="new@example.is")
-    new, changed = client.change_marker(marker)
+    new, changed = client.change_marker(marker, whole_list_etag=True)
     assert changed and new != marker
 
 
-def test_change_marker_without_etag_digests_the_first_page(registry_data):
+def test_change_marker_without_etag_digests_the_whole_listing(registry_data):
     with DjangoRegistrySimulator(registry_data, etag=False) as sim:
         client = connect(sim)
         marker, _ = client.change_marker(None)
-        assert marker.startswith("sha256:") and client.change_marker(marker) == (marker, False)
+        assert json.loads(marker)["digest"] and client.change_marker(marker) == (marker, False)
         sim.add({"kennitala": "1201743399", "name": "New", "email": None, "status": "active"})
         assert client.change_marker(marker)[1] is True

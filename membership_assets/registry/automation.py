@@ -41,7 +41,7 @@ registry_hourly = dg.ScheduleDefinition(
     description="New members can vote, and removed ones cannot, within an hour.",
 )
 
-_ACTIVE = [
+ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
@@ -51,10 +51,10 @@ _ACTIVE = [
 
 @dg.sensor(job=registry_sync, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def django_members_changed(context: dg.SensorEvaluationContext, django: DjangoRegistryResource):
-    """Start a sync when the registry's member list changes (ETag of the listing as the cursor)."""
+    """Start a sync when any member in the registry changes (fallback for missed webhooks)."""
     client = django.open_client()
     try:
-        marker, changed = client.change_marker(context.cursor)
+        marker, changed = client.change_marker(context.cursor, whole_list_etag=django.whole_list_etag)
     except ApiError as exc:
         return dg.SkipReason(f"registry unreachable, will look again: {exc}")
     finally:
@@ -65,7 +65,7 @@ def django_members_changed(context: dg.SensorEvaluationContext, django: DjangoRe
     if not changed:
         return dg.SkipReason("registry unchanged")
     if context.instance.get_run_records(
-        dg.RunsFilter(job_name=registry_sync.name, statuses=_ACTIVE), limit=1
+        dg.RunsFilter(job_name=registry_sync.name, statuses=ACTIVE_RUN_STATUSES), limit=1
     ):
         # Leave the cursor alone: the change is picked up once the running sync is done.
         return dg.SkipReason("a registry sync is already running")

@@ -16,8 +16,6 @@ is quiet, or where nobody is missing, costs one listing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 from ..connectors.errors import BadResponseError, IncompleteListingError, NotFoundError
 from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
+from .changes import content_marker, marker_digest, whole_list_marker
 
 MAX_LISTINGS = 4  # listings one sync may read to confirm who is really gone
 
@@ -205,27 +204,14 @@ class DjangoRegistryClient:
             api=self.api.name,
         )
 
-    def change_marker(self, previous: str | None) -> tuple[str, bool]:
-        """(marker, changed): a cheap conditional GET of the first page.
+    def change_marker(self, previous: str | None, whole_list_etag: bool = False) -> tuple[str, bool]:
+        """(marker, changed) since the marker ``previous`` (see registry/changes.py for the cost).
 
-        The marker is the server's ETag when it sends one (a 304 means unchanged); otherwise a
-        digest of the first page, which sees the count and the first member change.
+        A whole-list ETag is trusted only when the registry is known to send one
+        (``whole_list_etag``); otherwise every page's synced fields are hashed, so any change to
+        a member is seen, not only a change of the count or of the first page.
         """
-        headers = {"If-None-Match": previous} if previous else None
-        resp = self.api.request(
-            "GET", self.members_path, params={"page_size": 1}, headers=headers, kind="change_check"
-        )
-        if resp.status_code == 304 and previous:
-            return previous, False
-        if resp.status_code >= 400:
-            raise BadResponseError(
-                f"change check failed: {resp.text[:200]}", api=self.api.name, status=resp.status_code
-            )
-        marker = resp.headers.get("ETag")
-        if not marker:
-            try:
-                body = resp.json()
-            except ValueError as exc:
-                raise BadResponseError("change check: body is not JSON", api=self.api.name) from exc
-            marker = "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
-        return marker, marker != previous
+        marker = whole_list_marker(self.api, self.members_path, previous) if whole_list_etag else None
+        if marker is None:
+            marker = content_marker(self.api, self.members_path, self.page_size, previous, normalize_row)
+        return marker, marker_digest(marker) != marker_digest(previous)

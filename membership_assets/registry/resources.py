@@ -24,6 +24,11 @@ class DjangoRegistryResource(dg.ConfigurableResource):
         default="api/members/eligible", description="Path of the eligible-members listing."
     )
     page_size: int = 500
+    whole_list_etag: bool = Field(
+        default=False,
+        description="The listing's ETag changes with any member (not only its own page): the "
+        "change sensor then needs one request per tick instead of one per page.",
+    )
     rate_limit: float = 10.0
     max_attempts: int = 5
     timeout_seconds: float = 60.0

@@ -1,0 +1,83 @@
+"""The sensor that turns recorded registry change events into debounced ``registry_sync`` runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from .automation import ACTIVE_RUN_STATUSES, registry_sync
+from .events import SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
+from .resources import MembersDatabase
+
+SENSOR_NAME = "registry_change_events"
+SOURCE_TAG = "membership/source"
+# A claim whose run never appeared is re-requested for this long; later the hourly sync covers it.
+REPAIR_WINDOW = timedelta(hours=1)
+KEEP_CONSUMED = timedelta(days=30)
+
+
+def _request(run_key: str, *, requested: bool, dry_run: bool, events: int) -> dg.RunRequest:
+    config = {"ops": {"membership_sync": {"config": {"dry_run": True}}}} if dry_run else None
+    return dg.RunRequest(
+        run_key=run_key,
+        run_config=config or {},
+        tags={
+            # An admin's request counts as manual; Django's saves as webhook (membership_sync_log.source).
+            SOURCE_TAG: "manual" if requested else SOURCE_WEBHOOK,
+            "membership/trigger": "api" if requested else "webhook",
+            "membership/events": str(events),
+        },
+    )
+
+
+def _unlaunched(context: dg.SensorEvaluationContext, events: ChangeEventStore, now: datetime) -> list:
+    """Claims of earlier ticks whose run Dagster never created (the tick died after claiming)."""
+    claims = events.recent_claims(now - REPAIR_WINDOW)
+    if not claims:
+        return []
+    keys = [c["run_key"] for c in claims]
+    launched = {
+        r.dagster_run.tags.get("dagster/run_key")
+        for r in context.instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": keys})
+        )
+    }
+    return [
+        _request(c["run_key"], requested=c["requested"], dry_run=c["dry_run"], events=c["events"])
+        for c in claims
+        if c["run_key"] not in launched
+    ]
+
+
+@dg.sensor(
+    job=registry_sync,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    name=SENSOR_NAME,
+)
+def registry_change_events(context: dg.SensorEvaluationContext, members_db: MembersDatabase):
+    """Start a registry sync for Django's webhooks and admins' requests (debounced: a burst of
+    saves is one sync). Events wait in the members database while Dagster is down."""
+    events = ChangeEventStore(members_db.store())  # the store migrates or checks the schema
+    now = datetime.now(timezone.utc)
+    repairs = _unlaunched(context, events, now)
+    if repairs:
+        return dg.SensorResult(run_requests=repairs)
+    pending = events.pending()
+    waiting = launch_decision(pending, now, DebouncePolicy.from_env())
+    if waiting:
+        return dg.SkipReason(waiting)
+    if context.instance.get_run_records(
+        dg.RunsFilter(job_name=registry_sync.name, statuses=ACTIVE_RUN_STATUSES), limit=1
+    ):
+        # Events stay pending: one sync after this one covers all of them.
+        return dg.SkipReason(f"{pending.count} events wait for the running registry sync")
+    run_key = run_key_for(pending.max_id)
+    claimed = events.claim(pending.max_id, run_key, now)
+    if now.minute == 0:  # roughly hourly housekeeping, cheap and indexed
+        events.prune(KEEP_CONSUMED, now)
+    context.log.info(f"{claimed} registry events -> registry_sync ({run_key})")
+    return dg.SensorResult(
+        run_requests=[_request(run_key, requested=pending.requested, dry_run=pending.dry_run, events=claimed)]
+    )
