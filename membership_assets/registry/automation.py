@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..connectors.errors import ApiError
+from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from .assets import GROUP, sync_id_of
 from .resources import DjangoRegistryResource, MembersDatabase
 from .store import RollbackError, SyncLogEntry
@@ -21,9 +22,10 @@ registry_sync = dg.define_asset_job(
 registry_hourly = dg.ScheduleDefinition(
     name="registry_hourly",
     job=registry_sync,
-    cron_schedule="0 * * * *",
+    cron_schedule=REGISTRY_SYNC_CRON,
     execution_timezone="Atlantic/Reykjavik",
     description="New members can vote, and removed ones cannot, within an hour.",
+    default_status=SCHEDULE_DEFAULT_STATUS,
 )
 
 _ACTIVE = [
