@@ -254,3 +254,45 @@ def test_secrets_come_from_a_kubernetes_secret_as_password_variables():
     assert secret in deployment["envSecrets"]
     assert secret in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
     assert deployment["env"]["MEMBERSHIP_ENV"] == "production"
+
+
+def test_dev_starts_the_stand_ins_and_dagster_dev_with_the_projects_instance(tmp_path, monkeypatch):
+    import subprocess
+
+    import membership_assets.__main__ as cli
+
+    seen: dict[str, Any] = {"sims": "never started"}
+
+    class Simulators:  # the real ones bind the fixed ports 8765/8766, which tests must not
+        action_builder = django = None
+
+        def __enter__(self):
+            seen["sims"] = "up"
+            return self
+
+        def __exit__(self, *exc):
+            seen["sims"] = "down"
+
+    class DagsterDev:
+        def __init__(self, command, env):
+            home = Path(env["DAGSTER_HOME"])
+            seen.update(
+                command=command, config=(home / "dagster.yaml").read_text(), sims_meanwhile=seen["sims"]
+            )
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr("membership_assets.simulators.local.LocalSimulators", Simulators)
+    monkeypatch.setattr(subprocess, "Popen", DagsterDev)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry: {enabled: true}\n")  # a stale copy is replaced
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MEMBERSHIP_ENV", "local")
+
+    assert cli.main(["dev", "--", "-p", "3001"]) == 0
+    assert Path(seen["command"][0]).name == "dagster"
+    assert seen["command"][1:] == ["dev", "-m", "membership_assets.definitions", "-p", "3001"]
+    assert seen["config"] == (ROOT / "dagster.yaml").read_text()
+    assert (seen["sims_meanwhile"], seen["sims"]) == ("up", "down")
