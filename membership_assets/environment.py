@@ -38,7 +38,7 @@ SCHEDULE_STATUS_VAR = "MEMBERSHIP_SCHEDULE_STATUS"
 
 
 def _schedule_status() -> dg.DefaultScheduleStatus:
-    value = os.getenv(SCHEDULE_STATUS_VAR, "stopped").strip().lower()
+    value = (os.getenv(SCHEDULE_STATUS_VAR) or "stopped").strip().lower()
     if value not in ("running", "stopped"):
         raise ValueError(f"{SCHEDULE_STATUS_VAR} must be 'running' or 'stopped', not {value!r}")
     return dg.DefaultScheduleStatus.RUNNING if value == "running" else dg.DefaultScheduleStatus.STOPPED

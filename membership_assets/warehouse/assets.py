@@ -33,6 +33,15 @@ def _sync_delta(value: dict, run: RunIdentity) -> pd.DataFrame:
     return value["delta"].assign(sync_id=value["sync_id"], dry_run=value["dry_run"])
 
 
+def column_schema(table: str) -> dg.TableSchema:
+    """The audit table's columns, as schema.py defines them, for the asset's page in the UI."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.type, description=c.description or None) for c in TABLES[table].columns
+        ]
+    )
+
+
 def _write(
     context: dg.AssetExecutionContext,
     warehouse: AuditWarehouse,
@@ -61,6 +70,7 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
         ins={"rows": dg.AssetIn(key=source)},
         description=f"History: {TABLES[table].description}",
         tags={"dagster/kind/warehouse": ""},
+        metadata={"dagster/column_schema": column_schema(table)},
     )
     def _history(
         context: dg.AssetExecutionContext, warehouse: AuditWarehouse, rows: Any
@@ -77,6 +87,7 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
     ins={"sync": dg.AssetIn(key="membership_sync")},
     description="History: the members DB's sync log (failed syncs included), plus this run's dry run.",
     tags={"dagster/kind/warehouse": ""},
+    metadata={"dagster/column_schema": column_schema("membership_sync_log")},
 )
 def membership_sync_log_history(
     context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
