@@ -69,3 +69,11 @@ def test_a_recent_sync_and_full_scan_pass(defs, instance, outbox):
     result = defs.resolve_job_def("freshness_checks").execute_in_process(instance=instance)
     assert result.success
     assert not list(outbox.glob("*.eml"))
+
+
+def test_only_the_freshness_job_runs_the_freshness_checks(defs):
+    """Inside a sync's own run they would judge the run under way (and block its downstream)."""
+    for job in ("registry_sync", "action_builder_tag_sync"):
+        nodes = defs.resolve_job_def(job).graph.node_names()
+        assert not [n for n in nodes if n.endswith(("_updated_within_2_hours", "_full_scan_within_35_days"))]
+    assert len(defs.resolve_job_def("freshness_checks").graph.node_names()) == 2

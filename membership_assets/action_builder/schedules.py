@@ -5,11 +5,12 @@ import os
 import dagster as dg
 
 from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import GROUP
 
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
-    selection=dg.AssetSelection.groups(GROUP).downstream(),
+    selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
     tags={"membership/pipeline": "action_builder"},
 )

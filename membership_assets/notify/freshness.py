@@ -84,9 +84,12 @@ def ab_full_scan_recent(context: dg.AssetCheckExecutionContext) -> dg.AssetCheck
     return _result(staleness("full Action Builder scan", last, now, FULL_SCAN_MAX_AGE), last)
 
 
+# Only their own job runs them: inside a sync's run they would judge the run that is under way.
+FRESHNESS_CHECKS = dg.AssetSelection.checks(member_eligibility_fresh, ab_full_scan_recent)
+
 freshness_checks = dg.define_asset_job(
     "freshness_checks",
-    selection=dg.AssetSelection.checks(member_eligibility_fresh, ab_full_scan_recent),
+    selection=FRESHNESS_CHECKS,
     description="Fails (and so emails the admins) when a sync has silently stopped running.",
 )
 

@@ -29,7 +29,7 @@ RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status"]
 
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
     """One sync per logical run: re-executions (new run ids) share their root's sync id."""
-    return context.run.root_run_id or context.run_id
+    return context.run.root_run_id or context.run.run_id
 
 
 def sync_source(context: dg.AssetExecutionContext) -> str:
@@ -45,7 +45,7 @@ def sync_source(context: dg.AssetExecutionContext) -> str:
 
 
 def _elapsed_ms(context: dg.AssetExecutionContext) -> int | None:
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     if record is None or not record.start_time:
         return None
     return int((time.time() - record.start_time) * 1000)
@@ -65,16 +65,16 @@ def failed_sync_logged(
             detail["violations"] = violations["violations"].value
         members_db.store().record_failure(
             SyncLogEntry(
-                id=context.run_id,
+                id=context.run.run_id,
                 source=sync_source(context),
                 status="failed",
                 errors=detail,
                 duration_ms=_elapsed_ms(context),
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 **known,
             )
         )
-        context.log.error(f"sync {context.run_id} failed in {detail['step']}: {exc}")
+        context.log.error(f"sync {context.run.run_id} failed in {detail['step']}: {exc}")
         raise
 
 
@@ -254,7 +254,7 @@ def membership_sync(
         source=sync_source(context),
         status="partial" if fig.rejected else "success",
         dry_run=config.dry_run,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         **known,
     ).with_counts(planned.delta)
     overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]

@@ -7,13 +7,14 @@ from pydantic import Field
 
 from ..connectors.errors import ApiError
 from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
+from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import GROUP, sync_id_of
 from .resources import DjangoRegistryResource, MembersDatabase
 from .store import RollbackError, SyncLogEntry
 
 registry_sync = dg.define_asset_job(
     "registry_sync",
-    selection=dg.AssetSelection.groups(GROUP).downstream(),
+    selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Fetch eligible members from Django, validate, apply the delta, archive. Launch "
     "by hand with dry_run / allow_mass_removal in membership_sync's config.",
     tags={"membership/pipeline": "registry"},
