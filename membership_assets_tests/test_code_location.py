@@ -78,3 +78,13 @@ def test_every_audit_asset_shows_its_warehouse_columns():
         table = TABLES[spec.key.path[-1]]
         schema = spec.metadata["dagster/column_schema"]
         assert [(c.name, c.type) for c in schema.columns] == [(c.name, c.type) for c in table.columns]
+
+
+def test_dagster_deprecations_and_supersessions_fail_the_suite():
+    """pyproject's filterwarnings: what Dagster will remove must not pass silently."""
+    from dagster_shared.utils.warnings import deprecation_warning, supersession_warning
+
+    with pytest.raises(DeprecationWarning, match="will be removed in 2.0"):
+        deprecation_warning("Function `old_api`", "2.0")
+    with pytest.raises(dg.SupersessionWarning):
+        supersession_warning("Function `older_api`")
