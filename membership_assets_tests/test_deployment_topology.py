@@ -201,7 +201,7 @@ def test_schedule_tick_crash_and_retry_on_the_production_topology(tmp_path, regi
             # the code server serves the definitions, as a deployment's readiness probe would.
             wait_for("the webserver to load the code location", lambda: location_loaded(web_port), timeout=60)
             procs.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, tmp_path)
-            run_topology_checks(sim, hang, web_port, env, state, procs, MembersStore)
+            run_topology_checks(hang, web_port, env, state, MembersStore)
         except BaseException:
             print(procs.tail())
             raise
@@ -210,7 +210,7 @@ def test_schedule_tick_crash_and_retry_on_the_production_topology(tmp_path, regi
     print(f"topology test: {time.monotonic() - started:.0f}s (budget: under two minutes)")
 
 
-def run_topology_checks(sim, hang, web_port, env, state, procs, MembersStore) -> None:
+def run_topology_checks(hang, web_port, env, state, MembersStore) -> None:
     import dagster as dg
 
     def runs() -> list[dict]:
@@ -249,7 +249,8 @@ def run_topology_checks(sim, hang, web_port, env, state, procs, MembersStore) ->
         def retried() -> dict | None:
             by_id = {r["runId"]: r for r in runs()}
             retry = [r for r in by_id.values() if r["parentRunId"] == first["runId"]]
-            if by_id[first["runId"]]["status"] == "FAILURE" and retry and retry[0]["status"] == "SUCCESS":
+            failed = by_id.get(first["runId"], {}).get("status") == "FAILURE"
+            if failed and retry and retry[0]["status"] == "SUCCESS":
                 return retry[0]
             return None
 
