@@ -237,6 +237,9 @@ def test_image_runs_the_code_server_as_non_root_after_the_ci_install():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
     user = lines.index("USER dagster")
+    assert any(
+        "-o dagster" in line and "/opt/membership_assets" in line for line in lines[:user]
+    )  # .venv goes here
     assert lines.index("RUN bash scripts/bootstrap.sh") > user  # installed as, and run as, non-root
     assert not any(line.startswith("USER") for line in lines[user + 1 :])
     [cmd] = [json.loads(line[4:]) for line in lines if line.startswith("CMD ")]
