@@ -1,8 +1,10 @@
-"""Command line: ``python -m membership_assets demo | simulators | query | migrate``.
+"""Command line: ``python -m membership_assets demo | dev | simulators | query | migrate | sync-api``.
 
 ``demo`` runs the main jobs once on the embedded default (simulators, DuckDB, SQLite, outbox) and
-prints where everything went. ``simulators`` serves the simulated APIs for ``dagster dev``.
-``migrate`` applies the members database's schema migrations (production: before deploying code).
+prints where everything went. ``dev`` opens the Dagster UI on the embedded default (simulators,
+``DAGSTER_HOME`` with the project's dagster.yaml, ``dagster dev``). ``simulators`` serves the
+simulated APIs alone. ``migrate`` applies the members database's schema migrations (production:
+before deploying code). ``sync-api`` serves the registry webhook receiver and sync API.
 """
 
 from __future__ import annotations
@@ -15,15 +17,45 @@ import sys
 import threading
 from pathlib import Path
 
+PROJECT_INSTANCE_CONFIG = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
 
 def _dagster_home() -> Path:
+    """$DAGSTER_HOME (default ./.dagster_home) holding the project's dagster.yaml, kept current."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
-    if not config.exists() and project_config.exists():
-        config.write_text(project_config.read_text())
+    if PROJECT_INSTANCE_CONFIG.exists():
+        wanted = PROJECT_INSTANCE_CONFIG.read_text()
+        if not config.exists() or config.read_text() != wanted:
+            # Limits and run retries apply only from $DAGSTER_HOME/dagster.yaml.
+            config.write_text(wanted)
     return home
+
+
+def dev(args: argparse.Namespace) -> int:
+    """The Dagster UI on the embedded default: simulators up, instance configured, `dagster dev`."""
+    import subprocess
+
+    from .simulators.local import LocalSimulators
+
+    os.environ.setdefault("MEMBERSHIP_ENV", "local")
+    if os.environ["MEMBERSHIP_ENV"] != "local":
+        print("dev runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+        return 2
+    home = _dagster_home()
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-m", "membership_assets.definitions", *args.dagster_args]
+    with LocalSimulators() as sims:
+        for name, sim in (("Action Builder", sims.action_builder), ("Django registry", sims.django)):
+            print(f"{name} simulator: {sim.base_url if sim else 'already running'}")
+        print(f"DAGSTER_HOME={home} (instance: {home / 'dagster.yaml'})")
+        print("$ " + " ".join(command), flush=True)
+        proc = subprocess.Popen(command, env=os.environ.copy())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reaches dagster dev too; let it shut down cleanly
+            return proc.wait()
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -271,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         "--apply-deletions", action="store_true", help="really delete outdated taggings in the simulator"
     )
     p.set_defaults(func=demo)
+    p = sub.add_parser("dev", help="open the Dagster UI on the embedded default (simulators + dagster dev)")
+    p.add_argument("dagster_args", nargs="*", help="after --, passed to `dagster dev` (e.g. -- -p 3001)")
+    p.set_defaults(func=dev)
     p = sub.add_parser("simulators", help="serve the simulated APIs for `dagster dev`")
     p.set_defaults(func=simulators)
     from .warehouse.queries import query_names

@@ -34,6 +34,23 @@ SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not secrets: the simula
 SIMULATED_DJANGO_TOKEN = "simulated-django-token"
 
 
+SCHEDULE_STATUS_VAR = "MEMBERSHIP_SCHEDULE_STATUS"
+
+
+def _schedule_status() -> dg.DefaultScheduleStatus:
+    value = (os.getenv(SCHEDULE_STATUS_VAR) or "stopped").strip().lower()
+    if value not in ("running", "stopped"):
+        raise ValueError(f"{SCHEDULE_STATUS_VAR} must be 'running' or 'stopped', not {value!r}")
+    return dg.DefaultScheduleStatus.RUNNING if value == "running" else dg.DefaultScheduleStatus.STOPPED
+
+
+# Schedules start stopped unless the deployment says `MEMBERSHIP_SCHEDULE_STATUS=running`; a
+# schedule started or stopped in the UI keeps that state whatever this says.
+SCHEDULE_DEFAULT_STATUS = _schedule_status()
+# The hourly registry sync; a deployment may sync more often (the guards hold at any pace).
+REGISTRY_SYNC_CRON = os.getenv("REGISTRY_SYNC_CRON", "0 * * * *")
+
+
 def get_environment() -> str:
     env = os.getenv("MEMBERSHIP_ENV", LOCAL).strip().lower()
     if env not in (LOCAL, PRODUCTION):

@@ -357,7 +357,7 @@ def mismatch_report(
     """CSV of active members' correct unit/type/status, for the people who maintain the tags."""
     content, rows = report_csv(membership_mismatches)
     day = datetime.now(UTC).strftime("%Y-%m-%d")
-    path = Path(action_builder.reports_dir) / context.run_id / f"ActionBuilder_Sync_Export_{day}.csv"
+    path = Path(action_builder.reports_dir) / context.run.run_id / f"ActionBuilder_Sync_Export_{day}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     context.log.info(f"mismatch report: {rows} rows -> {path}")
@@ -398,7 +398,7 @@ def mismatch_report_email(
         f"{ab_scan.get('judged')} have a unit connection and were compared with it.\n"
         f"{rows} active members carry unit, membership type or status tags that disagree with their "
         f"unit connection; the attached CSV lists the correct values.\n"
-        f"Inactive members are not listed. Run: {context.run_id}\n"
+        f"Inactive members are not listed. Run: {context.run.run_id}\n"
     )
     message_id = email.send(to, subject, body, (Attachment(Path(mismatch_report).name, content, "text/csv"),))
     context.log.info(f"report emailed to {len(to)} recipients: {message_id}")

@@ -4,11 +4,13 @@ import os
 
 import dagster as dg
 
+from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import GROUP
 
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
-    selection=dg.AssetSelection.groups(GROUP).downstream(),
+    selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
     tags={"membership/pipeline": "action_builder"},
 )
@@ -25,13 +27,25 @@ def _run_config(mode: str) -> dict:
     }
 
 
-@dg.schedule(job=action_builder_tag_sync, cron_schedule="0 6 * * *", execution_timezone="UTC")
+@dg.schedule(
+    job=action_builder_tag_sync,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    default_status=SCHEDULE_DEFAULT_STATUS,
+    description="Daily at 06:00 UTC: re-judge people modified since the last successful run.",
+)
 def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
     """People modified since the last successful run."""
     return dg.RunRequest(run_config=_run_config("incremental"), tags={"membership/mode": "incremental"})
 
 
-@dg.schedule(job=action_builder_tag_sync, cron_schedule="0 3 1 * *", execution_timezone="UTC")
+@dg.schedule(
+    job=action_builder_tag_sync,
+    cron_schedule="0 3 1 * *",
+    execution_timezone="UTC",
+    default_status=SCHEDULE_DEFAULT_STATUS,
+    description="Monthly at 03:00 UTC on the 1st: scan everyone in the campaign (full scan).",
+)
 def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):
     """Everyone in the campaign, as the reference script did on the 1st of the month."""
     return dg.RunRequest(run_config=_run_config("full"), tags={"membership/mode": "full"})

@@ -16,6 +16,16 @@ def failure_message(job_name: str, run_id: str, error: str | None) -> tuple[str,
     return subject, body
 
 
+def failed_check_problems(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What each failed asset check of the run found (freshness: what is stale, since when)."""
+    problems = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data if record.dagster_event else None
+        if evaluation is not None and not evaluation.passed and "problem" in evaluation.metadata:
+            problems.append(f"{evaluation.check_name}: {evaluation.metadata['problem'].value}")
+    return problems
+
+
 @dg.run_failure_sensor(
     name="email_admins_on_failure",
     minimum_interval_seconds=60,
@@ -35,6 +45,7 @@ def email_admins_on_failure(context: dg.RunFailureSensorContext, email: EmailSen
             error = error.cause
         if error is not None:
             details.append(f"{event.step_key}: {error.message.strip()}")
+    details.extend(failed_check_problems(context.instance, run.run_id))
     subject, body = failure_message(run.job_name, run.run_id, "\n".join(details) or None)
     email.send(to, subject, body)
     return None

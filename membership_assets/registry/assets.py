@@ -29,7 +29,7 @@ RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status", "status_giv
 
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
     """One sync per logical run: re-executions (new run ids) share their root's sync id."""
-    return context.run.root_run_id or context.run_id
+    return context.run.root_run_id or context.run.run_id
 
 
 DRY_RUN_TAG = "membership/dry_run"
@@ -57,7 +57,7 @@ def sync_source(context: dg.AssetExecutionContext) -> str:
 
 
 def _elapsed_ms(context: dg.AssetExecutionContext) -> int | None:
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     if record is None or not record.start_time:
         return None
     return int((time.time() - record.start_time) * 1000)
@@ -83,7 +83,7 @@ def failed_sync_logged(
                 dry_run=is_dry_run(context),
                 errors=detail,
                 duration_ms=_elapsed_ms(context),
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 **known,
             )
         )
@@ -365,7 +365,7 @@ def membership_sync(
         id=sync_id_of(context),
         source=sync_source(context),
         status="partial" if fig.rejected else "success",
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         **known,
     ).with_counts(planned.delta)
     overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]

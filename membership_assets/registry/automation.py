@@ -10,6 +10,8 @@ from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from ..warehouse.schema import TABLES
+from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
+from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import DRY_RUN_TAG, GROUP, sync_id_of
 from .delta import counts
 from .resources import DjangoRegistryResource, MembersDatabase
@@ -17,7 +19,7 @@ from .store import RollbackError, SyncLogEntry
 
 registry_sync = dg.define_asset_job(
     "registry_sync",
-    selection=dg.AssetSelection.groups(GROUP).downstream(),
+    selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Fetch eligible members from Django, validate, apply the delta, archive. Launch "
     "by hand with dry_run / allow_mass_removal in membership_sync's config.",
     tags={"membership/pipeline": "registry"},
@@ -36,9 +38,10 @@ registry_preview = dg.define_asset_job(
 registry_hourly = dg.ScheduleDefinition(
     name="registry_hourly",
     job=registry_sync,
-    cron_schedule="0 * * * *",
+    cron_schedule=REGISTRY_SYNC_CRON,
     execution_timezone="Atlantic/Reykjavik",
     description="New members can vote, and removed ones cannot, within an hour.",
+    default_status=SCHEDULE_DEFAULT_STATUS,
 )
 
 ACTIVE_RUN_STATUSES = [
@@ -136,7 +139,7 @@ def rollback_membership_sync(
         c = counts(inverse)
         context.log.info(f"dry run: rolling back {config.sync_id} would change {len(inverse)} members: {c}")
         return {"sync_id": None, "would_change": len(inverse), "counts": c, "delta": inverse}
-    entry = SyncLogEntry(id=sync_id_of(context), source="rollback", status="success", run_id=context.run_id)
+    entry = SyncLogEntry(id=sync_id_of(context), source="rollback", status="success", run_id=context.run.run_id)
     try:
         entry = store.rollback(config.sync_id, entry)
     except RollbackError as exc:

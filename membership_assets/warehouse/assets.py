@@ -44,6 +44,15 @@ def sync_log_rows(members_db: MembersDatabase) -> pd.DataFrame:
     return log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
 
 
+def column_schema(table: str) -> dg.TableSchema:
+    """The audit table's columns, as schema.py defines them, for the asset's page in the UI."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.type, description=c.description or None) for c in TABLES[table].columns
+        ]
+    )
+
+
 def _write(
     context: dg.AssetExecutionContext,
     warehouse: AuditWarehouse,
@@ -72,6 +81,7 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
         ins={"rows": dg.AssetIn(key=source)},
         description=f"History: {TABLES[table].description}",
         tags={"dagster/kind/warehouse": ""},
+        metadata={"dagster/column_schema": column_schema(table)},
     )
     def _history(
         context: dg.AssetExecutionContext, warehouse: AuditWarehouse, rows: Any
@@ -88,6 +98,7 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
     ins={"sync": dg.AssetIn(key="membership_sync")},
     description="History: the members DB's sync log (failed syncs included).",
     tags={"dagster/kind/warehouse": ""},
+    metadata={"dagster/column_schema": column_schema("membership_sync_log")},
 )
 def membership_sync_log_history(
     context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
