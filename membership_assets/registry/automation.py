@@ -6,12 +6,12 @@ import dagster as dg
 from pydantic import Field
 
 from ..connectors.errors import ApiError
+from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
+from ..notify.freshness import FRESHNESS_CHECKS
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from ..warehouse.schema import TABLES
-from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
-from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import DRY_RUN_TAG, GROUP, sync_id_of
 from .delta import counts
 from .resources import DjangoRegistryResource, MembersDatabase
@@ -139,7 +139,9 @@ def rollback_membership_sync(
         c = counts(inverse)
         context.log.info(f"dry run: rolling back {config.sync_id} would change {len(inverse)} members: {c}")
         return {"sync_id": None, "would_change": len(inverse), "counts": c, "delta": inverse}
-    entry = SyncLogEntry(id=sync_id_of(context), source="rollback", status="success", run_id=context.run.run_id)
+    entry = SyncLogEntry(
+        id=sync_id_of(context), source="rollback", status="success", run_id=context.run.run_id
+    )
     try:
         entry = store.rollback(config.sync_id, entry)
     except RollbackError as exc:
