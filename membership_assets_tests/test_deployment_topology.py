@@ -173,7 +173,7 @@ def test_schedule_tick_crash_and_retry_on_the_production_topology(tmp_path, regi
     ):
         # The first listing request hangs, so the run is surely mid-step when its worker is killed;
         # the retry's requests are answered normally.
-        hang = sim.server.faults.add(path_pattern="members", delay=60, times=1)
+        hang = sim.faults.add(path_pattern="members", delay=60, times=1)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MEMBERSHIP_"))},
             **pg_env,
