@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..privacy import scrub
 from .resources import EmailSender, Recipients
 
 
@@ -35,6 +36,7 @@ def email_admins_on_failure(context: dg.RunFailureSensorContext, email: EmailSen
             error = error.cause
         if error is not None:
             details.append(f"{event.step_key}: {error.message.strip()}")
-    subject, body = failure_message(run.job_name, run.run_id, "\n".join(details) or None)
+    # Alert emails leave the organisation's systems: no kennitala, email or row values in them.
+    subject, body = failure_message(run.job_name, run.run_id, scrub("\n".join(details)) or None)
     email.send(to, subject, body)
     return None

@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..metadata import md_preview
+from ..privacy import carries_personal_data, scrub
 from .client import RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
@@ -59,7 +60,8 @@ def failed_sync_logged(
     try:
         yield
     except Exception as exc:
-        detail = {"step": context.op_def.name, "type": type(exc).__name__, "error": str(exc)}
+        error = scrub(exc)
+        detail = {"step": context.op_def.name, "type": type(exc).__name__, "error": error}
         violations = getattr(exc, "metadata", {}) or {}
         if "violations" in violations:
             detail["violations"] = violations["violations"].value
@@ -74,7 +76,12 @@ def failed_sync_logged(
                 **known,
             )
         )
-        context.log.error(f"sync {context.run_id} failed in {detail['step']}: {exc}")
+        context.log.error(f"sync {context.run_id} failed in {detail['step']}: {error}")
+        if carries_personal_data(exc):
+            # Dagster stores the exception (and its causes) in the run history: store the scrubbed text.
+            raise dg.Failure(
+                f"{type(exc).__name__}: {error}", metadata=getattr(exc, "metadata", None)
+            ) from None
         raise
 
 

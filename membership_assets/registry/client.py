@@ -144,9 +144,7 @@ class DjangoRegistryClient:
         if resp.status_code == 304 and previous:
             return previous, False
         if resp.status_code >= 400:
-            raise BadResponseError(
-                f"change check failed: {resp.text[:200]}", api=self.api.name, status=resp.status_code
-            )
+            raise BadResponseError("change check failed", api=self.api.name, status=resp.status_code)
         marker = resp.headers.get("ETag")
         if not marker:
             try:

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ..privacy import scrub_json
 from ..registry.resources import MembersDatabase
 from .audit import RunIdentity, record, run_identity
 from .resources import AuditWarehouse
@@ -83,6 +84,8 @@ def membership_sync_log_history(
 ) -> dg.MaterializeResult:
     # Re-mirroring a window catches failed syncs, whose runs never reach this step.
     log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
+    # Analysts read this column: scrub rows written before errors were scrubbed at the source.
+    log["errors"] = log["errors"].map(lambda e: None if e is None else json.dumps(scrub_json(json.loads(e))))
     if sync["dry_run"]:
         dry = {
             **sync["log"],
