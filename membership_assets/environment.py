@@ -68,12 +68,15 @@ def local_resources() -> dict[str, Any]:
             admins=os.getenv("ADMIN_EMAILS", "admins@example.org"),
         ),
         "warehouse": DuckDBWarehouse(path=str(state / "warehouse.duckdb")),
+        # Given URLs are passed as EnvVar (the UI shows the variable's name, never its value).
         "django": DjangoRegistryResource(
-            base_url=os.getenv("DJANGO_API_URL", f"http://127.0.0.1:{DJANGO_SIM_PORT}"),
+            base_url=_url("DJANGO_API_URL", f"http://127.0.0.1:{DJANGO_SIM_PORT}"),
+            password=_secret("DJANGO_API_PASSWORD"),
             api_key=SIMULATED_DJANGO_TOKEN,
         ),
         "members_db": MembersDatabase(
-            url=os.getenv("MEMBERS_DB_URL", f"sqlite:///{state / 'members.sqlite'}")
+            url=_url("MEMBERS_DB_URL", f"sqlite:///{state / 'members.sqlite'}"),
+            password=_secret("MEMBERS_DB_PASSWORD"),
         ),
         "registry_policy": registry_policy(),
     }
@@ -94,6 +97,11 @@ def registry_policy() -> RegistrySyncPolicy:
 def _secret(name: str) -> Any:
     """EnvVar when set (resolved at launch, hidden in the UI), else empty (optional secrets)."""
     return dg.EnvVar(name) if os.getenv(name) else ""
+
+
+def _url(name: str, default: str) -> Any:
+    """A service URL: EnvVar when set (hidden in the UI), else the local default."""
+    return dg.EnvVar(name) if os.getenv(name) else default
 
 
 def production_resources() -> dict[str, Any]:
@@ -122,11 +130,14 @@ def production_resources() -> dict[str, Any]:
         ),
         "django": DjangoRegistryResource(
             base_url=dg.EnvVar("DJANGO_API_URL"),
+            password=_secret("DJANGO_API_PASSWORD"),
             api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
         ),
-        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL")),
+        "members_db": MembersDatabase(
+            url=dg.EnvVar("MEMBERS_DB_URL"), password=_secret("MEMBERS_DB_PASSWORD")
+        ),
         "registry_policy": registry_policy(),
     }
 

@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from .. import pools
 from ..metadata import md_preview
 from ..privacy import carries_personal_data, scrub
 from .client import RegistryListing
@@ -244,7 +245,7 @@ class SyncConfig(dg.Config):
     allow_empty_upstream: bool = Field(default=False, description="Apply even if the registry listed nobody.")
 
 
-@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"})
+@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"}, pool=pools.MEMBERS_DB)
 def membership_sync(
     context: dg.AssetExecutionContext,
     config: SyncConfig,

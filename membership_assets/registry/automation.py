@@ -5,6 +5,7 @@ import hashlib
 import dagster as dg
 from pydantic import Field
 
+from .. import pools
 from ..connectors.errors import ApiError
 from .assets import GROUP, sync_id_of
 from .resources import DjangoRegistryResource, MembersDatabase
@@ -64,7 +65,7 @@ class RollbackConfig(dg.Config):
     dry_run: bool = Field(default=False, description="Show the changes that would be undone, write nothing.")
 
 
-@dg.op(tags={"membership/side_effect": "apply"})
+@dg.op(tags={"membership/side_effect": "apply"}, pool=pools.MEMBERS_DB)
 def rollback_membership_sync(
     context: dg.OpExecutionContext, config: RollbackConfig, members_db: MembersDatabase
 ) -> dict:
