@@ -22,6 +22,7 @@ from dagster_gcp import BigQueryResource
 from .action_builder.resources import ActionBuilderResource
 from .notify.resources import FileOutboxEmail, Recipients, SendGridEmail
 from .registry.resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
+from .scratch import RunScratchIOManager
 from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 
 LOCAL = "local"
@@ -142,5 +143,12 @@ def production_resources() -> dict[str, Any]:
     }
 
 
+def scratch_io_manager() -> RunScratchIOManager:
+    """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
+    sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""
+    return RunScratchIOManager(base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""))
+
+
 def resources_for(env: str | None = None) -> dict[str, Any]:
-    return production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
+    resources = production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
+    return {**resources, "io_manager": scratch_io_manager()}
