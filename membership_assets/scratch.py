@@ -123,7 +123,7 @@ class RunScratchIOManager(dg.ConfigurableIOManager):
                 f"input {context.name} has no upstream output in this run or its parents"
             )
         key = self._key(run_id, upstream.step_key, upstream.name, upstream.mapping_key)
-        data = self._store(context.instance).read(key)
+        data = self._store(None if self.base_path else context.instance).read(key)
         if data is None:
             raise dg.DagsterInvariantViolationError(
                 f"no intermediate for {upstream.step_key}.{upstream.name} of run {upstream.run_id}: "

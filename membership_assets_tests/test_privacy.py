@@ -11,7 +11,6 @@ the admins' alert email.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import dagster as dg
@@ -213,7 +212,9 @@ def _assert_nothing_leaked(*, instance, home, tmp_path, result, defs, rows, memb
     fixed = defs.resolve_job_def("registry_sync").execute_in_process(instance=instance, raise_on_error=False)
     places = {
         "dagster events": _dagster_texts(instance, [result.run_id]),
-        "sync log errors": json.dumps(MembersStore.from_url(members_db_url).log_entry(result.run_id)["errors"]),
+        "sync log errors": json.dumps(
+            MembersStore.from_url(members_db_url).log_entry(result.run_id)["errors"]
+        ),
         "alert email": "\n".join(p.read_text() for p in (tmp_path / "outbox").glob("*.eml")),
     }
     if fixed.success:
