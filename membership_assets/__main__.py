@@ -175,6 +175,15 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyst_views(args: argparse.Namespace) -> int:
+    """Create or refresh the analysts' views (no kennitala, name or email; member_key instead)."""
+    from .environment import resources_for
+
+    for name in resources_for()["warehouse"].publish_analyst_views():
+        print(name)
+    return 0
+
+
 def dg_key(name: str):
     import dagster as dg
 
@@ -215,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", help="'YYYY-MM-DD HH:MM:SS' UTC (default: 31 days ago)")
     p.add_argument("--end", help="'YYYY-MM-DD HH:MM:SS' UTC, exclusive (default: now)")
     p.set_defaults(func=query)
+    p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
+    p.set_defaults(func=analyst_views)
     args = parser.parse_args(argv)
     return args.func(args)
 

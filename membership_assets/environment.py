@@ -128,6 +128,7 @@ def production_resources() -> dict[str, Any]:
             ),
             dataset=os.getenv("BIGQUERY_DATASET", "membership_audit"),
             credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD"),
+            analyst_readers=os.getenv("BIGQUERY_ANALYST_READERS", ""),
         ),
         "django": DjangoRegistryResource(
             base_url=dg.EnvVar("DJANGO_API_URL"),
