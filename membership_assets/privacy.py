@@ -108,7 +108,13 @@ def scrub(text: object) -> str:
     for pattern, replacement in _DB_VALUES:
         out = pattern.sub(replacement, out)
     out = _EMAIL.sub("<email>", out)
-    return _KENNITALA_LIKE.sub(lambda m: f"<kennitala {pseudonym(m.group(1))}>", out)
+    if not _KENNITALA_LIKE.search(out):
+        return out
+    try:
+        secret = pseudonym_secret()
+    except RuntimeError:  # no key configured: still scrub (an error path must not fail on this)
+        return _KENNITALA_LIKE.sub("<kennitala>", out)
+    return _KENNITALA_LIKE.sub(lambda m: f"<kennitala {pseudonym_with(secret, m.group(1))}>", out)
 
 
 def scrub_json(value: object) -> object:
