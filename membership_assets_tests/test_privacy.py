@@ -319,3 +319,24 @@ def test_a_successful_sync_leaves_no_member_data_on_disk_and_logs_no_birth_dates
     texts = _dagster_texts(instance, [result.run_id])
     rejected = [k for k in django_sim.data.truth.rejected_rows if k and len(k.replace("-", "")) == 10]
     assert rejected and not [k for k in rejected if k.replace("-", "")[:6] + "****" in texts]
+
+
+def test_error_responses_are_described_with_the_apis_message_scrubbed(django_sim):
+    rows = django_sim.data.members[:3]
+    django_sim.faults.add(path_pattern="/api/members", status=500, body={"results": rows}, times=None)
+    client = DjangoRegistryClient.connect(
+        base_url=django_sim.base_url, api_key=django_sim.token, max_attempts=1
+    )
+    with pytest.raises(Exception) as info:
+        client.fetch_members()
+    assert "application/json" in str(info.value)
+    django_sim.faults.clear()
+    django_sim.faults.add(
+        path_pattern="/api/members", status=500, body={"error": f"bad row {rows[0]['email']}"}, times=None
+    )
+    with pytest.raises(Exception) as again:
+        client.fetch_members()
+    assert "bad row <email>" in str(again.value)
+    for m in rows:
+        for value in (str(m["kennitala"]), m["email"], m["name"]):
+            assert value not in str(info.value) + str(again.value)

@@ -8,6 +8,7 @@ Retry-After, wait exactly that long instead. 401/403 and other 4xx are never ret
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from ..privacy import split_credentials
+from ..privacy import scrub, split_credentials
 from .errors import (
     RETRYABLE_ERRORS,
     ApiError,
@@ -303,7 +304,28 @@ def _describe(resp: requests.Response, parse_error: ValueError | None = None) ->
         reason = getattr(parse_error, "msg", None) or type(parse_error).__name__
         pos = getattr(parse_error, "pos", None)
         where = f", {reason} at char {pos}" if pos is not None else f", {reason}"
-    return f"{kind}, {len(resp.content or b'')} bytes{where}"
+    said = _error_message(resp) if resp.status_code >= 400 else None
+    return (
+        (f"{said} (" if said else "")
+        + f"{kind}, {len(resp.content or b'')} bytes{where}"
+        + (")" if said else "")
+    )
+
+
+def _error_message(resp: requests.Response, limit: int = 200) -> str | None:
+    """The API's own error message (a JSON error field), scrubbed; never the body as such."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    for key in ("error", "detail", "message", "title", "errors"):
+        value = body.get(key)
+        if isinstance(value, str | list | dict) and value:
+            text = scrub(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            return text[:limit] + ("…" if len(text) > limit else "")
+    return None
 
 
 __all__ = ["ApiError", "JsonApiClient", "RequestStats", "parse_retry_after"]
