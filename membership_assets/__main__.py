@@ -210,6 +210,15 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyst_views(args: argparse.Namespace) -> int:
+    """Create or refresh the analysts' views (no kennitala, name or email; member_key instead)."""
+    from .environment import resources_for
+
+    for name in resources_for()["warehouse"].publish_analyst_views():
+        print(name)
+    return 0
+
+
 def dg_key(name: str):
     import dagster as dg
 
@@ -254,10 +263,12 @@ def sync_api(args: argparse.Namespace) -> int:
 
 
 def _members_db_url() -> str:
-    from .environment import resources_for
+    from .environment import members_db_connection_url
 
-    url = resources_for()["members_db"].url
-    return url.get_value() if hasattr(url, "get_value") else url  # production: EnvVar("MEMBERS_DB_URL")
+    try:
+        return members_db_connection_url()
+    except KeyError:  # production without MEMBERS_DB_URL
+        return ""
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dialect", default="postgresql", help="dialect of --sql (postgresql | sqlite)")
     p.add_argument("--from", dest="from_revision", help="revision the --sql output starts from")
     p.set_defaults(func=migrate)
+    p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
+    p.set_defaults(func=analyst_views)
     args = parser.parse_args(argv)
     return args.func(args)
 

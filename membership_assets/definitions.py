@@ -10,6 +10,7 @@ from .action_builder import definitions as action_builder
 from .environment import resources_for
 from .notify import definitions as notify
 from .registry import definitions as registry
+from .scratch import RunScratchIOManager
 from .warehouse import definitions as warehouse
 
 
@@ -20,7 +21,10 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
         warehouse.defs,
         notify.defs,
         # One process per run: the scan shares one rate limiter, and DuckDB allows one writer.
-        dg.Definitions(resources=dict(resources), executor=dg.in_process_executor),
+        # Intermediates scoped to the run and encrypted, unless the environment gives its own.
+        dg.Definitions(
+            resources={"io_manager": RunScratchIOManager(), **resources}, executor=dg.in_process_executor
+        ),
     )
 
 

@@ -21,7 +21,9 @@ from dagster_gcp import BigQueryResource
 
 from .action_builder.resources import ActionBuilderResource
 from .notify.resources import FileOutboxEmail, Recipients, SendGridEmail
+from .privacy import with_password
 from .registry.resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
+from .scratch import RunScratchIOManager
 from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 
 LOCAL = "local"
@@ -85,12 +87,15 @@ def local_resources() -> dict[str, Any]:
             admins=os.getenv("ADMIN_EMAILS", "admins@example.org"),
         ),
         "warehouse": DuckDBWarehouse(path=str(state / "warehouse.duckdb")),
+        # Given URLs are passed as EnvVar (the UI shows the variable's name, never its value).
         "django": DjangoRegistryResource(
-            base_url=os.getenv("DJANGO_API_URL", f"http://127.0.0.1:{DJANGO_SIM_PORT}"),
+            base_url=_url("DJANGO_API_URL", f"http://127.0.0.1:{DJANGO_SIM_PORT}"),
+            password=_secret("DJANGO_API_PASSWORD"),
             api_key=SIMULATED_DJANGO_TOKEN,
         ),
         "members_db": MembersDatabase(
-            url=os.getenv("MEMBERS_DB_URL", f"sqlite:///{state / 'members.sqlite'}")
+            url=_url("MEMBERS_DB_URL", f"sqlite:///{state / 'members.sqlite'}"),
+            password=_secret("MEMBERS_DB_PASSWORD"),
         ),
         "registry_policy": registry_policy(),
     }
@@ -112,6 +117,11 @@ def registry_policy() -> RegistrySyncPolicy:
 def _secret(name: str) -> Any:
     """EnvVar when set (resolved at launch, hidden in the UI), else empty (optional secrets)."""
     return dg.EnvVar(name) if os.getenv(name) else ""
+
+
+def _url(name: str, default: str) -> Any:
+    """A service URL: EnvVar when set (hidden in the UI), else the local default."""
+    return dg.EnvVar(name) if os.getenv(name) else default
 
 
 def production_resources() -> dict[str, Any]:
@@ -137,17 +147,32 @@ def production_resources() -> dict[str, Any]:
             ),
             dataset=os.getenv("BIGQUERY_DATASET", "membership_audit"),
             credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD"),
+            analyst_readers=os.getenv("BIGQUERY_ANALYST_READERS", ""),
         ),
         "django": DjangoRegistryResource(
             base_url=dg.EnvVar("DJANGO_API_URL"),
+            password=_secret("DJANGO_API_PASSWORD"),
             api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
             whole_list_etag=os.getenv("DJANGO_WHOLE_LIST_ETAG", "").lower() == "true",
         ),
-        "members_db": MembersDatabase(url=dg.EnvVar("MEMBERS_DB_URL"), auto_migrate=False),
+        "members_db": MembersDatabase(
+            url=dg.EnvVar("MEMBERS_DB_URL"), password=_secret("MEMBERS_DB_PASSWORD"), auto_migrate=False
+        ),
         "registry_policy": registry_policy(),
     }
+
+
+def members_db_connection_url(env: str | None = None) -> str:
+    """The members database URL with its password merged in, for the processes that connect
+    outside a Dagster run (`migrate`, `sync-api`); never for showing."""
+    db = resources_for(env)["members_db"]
+    url = db.url.get_value() if isinstance(db.url, dg.EnvVar) else db.url
+    if not url:
+        raise KeyError("MEMBERS_DB_URL")
+    password = db.password.get_value() if isinstance(db.password, dg.EnvVar) else db.password
+    return with_password(url, password or "")
 
 
 def sync_api_settings(env: str | None = None):
@@ -160,13 +185,11 @@ def sync_api_settings(env: str | None = None):
     from .registry.webhook import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, SyncApiSettings
 
     defaults = SyncApiSettings(members_db_url="", webhook_secret="")
+    db_url = members_db_connection_url(env)
     if (env or get_environment()) == PRODUCTION:
-        db_url = os.environ["MEMBERS_DB_URL"]
         secret = os.environ["REGISTRY_WEBHOOK_SECRET_PASSWORD"]
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", "")
     else:
-        state_dir().mkdir(parents=True, exist_ok=True)  # the SQLite file of a fresh checkout
-        db_url = os.getenv("MEMBERS_DB_URL", f"sqlite:///{state_dir() / 'members.sqlite'}")
         secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", LOCAL_WEBHOOK_SECRET)
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", LOCAL_API_KEY)
     networks = os.getenv("SYNC_API_ALLOWED_IPS", "")
@@ -183,5 +206,12 @@ def sync_api_settings(env: str | None = None):
     )
 
 
+def scratch_io_manager() -> RunScratchIOManager:
+    """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
+    sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""
+    return RunScratchIOManager(base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""))
+
+
 def resources_for(env: str | None = None) -> dict[str, Any]:
-    return production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
+    resources = production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
+    return {**resources, "io_manager": scratch_io_manager()}

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from .. import pools
 from ..metadata import md_preview
 from ..notify.resources import Attachment, EmailSender, Recipients
 from ..warehouse.audit import previous_attempts, record, run_identity
@@ -64,6 +65,7 @@ def resolve_since(context: dg.AssetExecutionContext, config: ScanConfig) -> date
 
 @dg.multi_asset(
     group_name=GROUP,
+    pool=pools.ACTION_BUILDER,
     outs={
         "ab_people": dg.AssetOut(
             description="Entities of the campaign read by the scan (people and units).", tags=KIND
@@ -372,7 +374,7 @@ def mismatch_report(
     )
 
 
-@dg.asset(group_name=GROUP, tags={"dagster/kind/email": ""})
+@dg.asset(group_name=GROUP, tags={"dagster/kind/email": ""}, pool=pools.ACTION_BUILDER)
 def mismatch_report_email(
     context: dg.AssetExecutionContext,
     email: EmailSender,
@@ -429,7 +431,7 @@ class CleanupConfig(dg.Config):
     max_deletions: int = Field(default=500, description="Delete nothing if more than this many are planned.")
 
 
-@dg.asset(group_name=GROUP, tags={**KIND, "membership/side_effect": "delete"})
+@dg.asset(group_name=GROUP, tags={**KIND, "membership/side_effect": "delete"}, pool=pools.ACTION_BUILDER)
 def outdated_tagging_deletions(
     context: dg.AssetExecutionContext,
     config: CleanupConfig,

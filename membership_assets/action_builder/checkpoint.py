@@ -31,8 +31,10 @@ CREATE TABLE IF NOT EXISTS scan_items (
 class ScanCheckpoint:
     """Thread-safe key/value store of fetched results for one scan."""
 
-    def __init__(self, path: str | Path, scan_key: str, *, flush_every: int = 200):
+    def __init__(self, path: str | Path, scan_key: str, *, flush_every: int = 200, cipher: Any = None):
         self.path = Path(path)
+        # Pages carry people's names: with a cipher (Fernet) they are encrypted at rest.
+        self._cipher = cipher
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.scan_key = scan_key
         self._flush_every = flush_every
@@ -51,11 +53,24 @@ class ScanCheckpoint:
                 "SELECT item_key, payload FROM scan_items WHERE scan_key = ? AND kind = ?",
                 (self.scan_key, kind),
             ).fetchall()
-        return {key: json.loads(payload) for key, payload in rows}
+        opened = ((key, self._open(payload)) for key, payload in rows)
+        return {key: json.loads(text) for key, text in opened if text is not None}
+
+    def _seal(self, text: str) -> str:
+        return self._cipher.encrypt(text.encode()).decode() if self._cipher else text
+
+    def _open(self, stored: str) -> str | None:
+        """The saved JSON, or None for an item this key cannot read (fetched again instead)."""
+        if not self._cipher:
+            return stored
+        try:
+            return self._cipher.decrypt(stored.encode()).decode()
+        except Exception:
+            return None
 
     def save(self, kind: str, key: str, payload: Any) -> None:
         with self._lock:
-            self._pending.append((self.scan_key, kind, key, json.dumps(payload), time.time()))
+            self._pending.append((self.scan_key, kind, key, self._seal(json.dumps(payload)), time.time()))
             if len(self._pending) >= self._flush_every:
                 self._flush_locked()
 

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..connectors.errors import BadRequestError
+from ..privacy import cipher
 from .checkpoint import ScanCheckpoint
 from .client import ActionBuilderClient, ActionBuilderCredentials, native_id
 from .rules import FieldNames
@@ -75,7 +76,7 @@ class ActionBuilderResource(dg.ConfigurableResource):
         return client
 
     def checkpoint(self, scan_key: str) -> ScanCheckpoint:
-        return ScanCheckpoint(Path(self.checkpoint_path), scan_key)
+        return ScanCheckpoint(Path(self.checkpoint_path), scan_key, cipher=cipher())
 
     def scanner(
         self, client: ActionBuilderClient, checkpoint: ScanCheckpoint | None, log: Any

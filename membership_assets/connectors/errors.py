@@ -8,6 +8,8 @@ on the strength of it.
 
 from __future__ import annotations
 
+from ..privacy import redact_url
+
 
 class ApiError(Exception):
     """Base class: a request to an upstream API did not give a usable answer."""
@@ -24,9 +26,9 @@ class ApiError(Exception):
         self.detail = message
         self.api = api
         self.method = method
-        self.url = url
+        self.url = redact_url(url) if url else url
         self.status = status
-        where = f" [{method} {url}]" if method and url else ""
+        where = f" [{method} {self.url}]" if method and url else ""
         code = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"{api}: {message}{code}{where}")
 

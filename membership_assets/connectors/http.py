@@ -8,6 +8,7 @@ Retry-After, wait exactly that long instead. 401/403 and other 4xx are never ret
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from ..privacy import scrub, split_credentials
 from .errors import (
     RETRYABLE_ERRORS,
     ApiError,
@@ -110,6 +112,8 @@ class JsonApiClient:
         log: Any = None,
     ):
         self.name = name
+        # user:password@ in a URL would end up in every logged URL: send it as basic auth instead.
+        base_url, url_auth = split_credentials(base_url)
         self.base_url = base_url.rstrip("/") + "/"
         self._origin = _origin(self.base_url)
         self.limiter = limiter
@@ -126,6 +130,8 @@ class JsonApiClient:
         self.session.mount("https://", adapter)
         self.session.headers.update({"Accept": "application/json"})
         self.session.headers.update(dict(headers or {}))
+        if url_auth is not None:
+            self.session.auth = url_auth
 
     # -- URLs -------------------------------------------------------------------------------
 
@@ -212,12 +218,12 @@ class JsonApiClient:
             raise RateLimitedError("rate limited", retry_after=retry_after, **ctx)
         if status >= 500:
             raise ServerError(
-                f"server error: {_snippet(resp)}",
+                f"server error: {_describe(resp)}",
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                 **ctx,
             )
         if status >= 400:
-            raise BadRequestError(f"request rejected: {_snippet(resp)}", **ctx)
+            raise BadRequestError(f"request rejected: {_describe(resp)}", **ctx)
         if status == 304:
             return None
         if not resp.content:
@@ -227,7 +233,7 @@ class JsonApiClient:
         try:
             data = resp.json()
         except ValueError as exc:
-            raise BadResponseError(f"body is not valid JSON: {_snippet(resp)}", **ctx) from exc
+            raise BadResponseError(f"body is not valid JSON: {_describe(resp, exc)}", **ctx) from None
         if validate is not None:
             try:
                 validate(data)
@@ -290,9 +296,36 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-def _snippet(resp: requests.Response, limit: int = 300) -> str:
-    text = resp.text or ""
-    return text[:limit] + ("…" if len(text) > limit else "")
+def _describe(resp: requests.Response, parse_error: ValueError | None = None) -> str:
+    """What was wrong with a response, never what it said: bodies carry members' personal data."""
+    kind = resp.headers.get("Content-Type", "no content type").split(";")[0].strip()
+    where = ""
+    if parse_error is not None:
+        reason = getattr(parse_error, "msg", None) or type(parse_error).__name__
+        pos = getattr(parse_error, "pos", None)
+        where = f", {reason} at char {pos}" if pos is not None else f", {reason}"
+    said = _error_message(resp) if resp.status_code >= 400 else None
+    return (
+        (f"{said} (" if said else "")
+        + f"{kind}, {len(resp.content or b'')} bytes{where}"
+        + (")" if said else "")
+    )
+
+
+def _error_message(resp: requests.Response, limit: int = 200) -> str | None:
+    """The API's own error message (a JSON error field), scrubbed; never the body as such."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    for key in ("error", "detail", "message", "title", "errors"):
+        value = body.get(key)
+        if isinstance(value, str | list | dict) and value:
+            text = scrub(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            return text[:limit] + ("…" if len(text) > limit else "")
+    return None
 
 
 __all__ = ["ApiError", "JsonApiClient", "RequestStats", "parse_retry_after"]

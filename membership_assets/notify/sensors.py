@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..privacy import scrub
 from .resources import EmailSender, Recipients
 
 
@@ -45,7 +46,8 @@ def email_admins_on_failure(context: dg.RunFailureSensorContext, email: EmailSen
             error = error.cause
         if error is not None:
             details.append(f"{event.step_key}: {error.message.strip()}")
+    # Alert emails leave the organisation's systems: no kennitala, email or row values in them.
     details.extend(failed_check_problems(context.instance, run.run_id))
-    subject, body = failure_message(run.job_name, run.run_id, "\n".join(details) or None)
+    subject, body = failure_message(run.job_name, run.run_id, scrub("\n".join(details)) or None)
     email.send(to, subject, body)
     return None

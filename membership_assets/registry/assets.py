@@ -15,7 +15,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from .. import pools
 from ..metadata import md_preview
+from ..privacy import carries_personal_data, scrub
 from .client import DjangoRegistryClient, RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
@@ -71,7 +73,8 @@ def failed_sync_logged(
     try:
         yield
     except Exception as exc:
-        detail = {"step": context.op_def.name, "type": type(exc).__name__, "error": str(exc)}
+        error = scrub(exc)
+        detail = {"step": context.op_def.name, "type": type(exc).__name__, "error": error}
         violations = getattr(exc, "metadata", {}) or {}
         if "violations" in violations:
             detail["violations"] = violations["violations"].value
@@ -87,7 +90,12 @@ def failed_sync_logged(
                 **known,
             )
         )
-        context.log.error(f"sync {sync_id_of(context)} failed in {detail['step']}: {exc}")
+        context.log.error(f"sync {sync_id_of(context)} failed in {detail['step']}: {error}")
+        if carries_personal_data(exc):
+            # Dagster stores the exception (and its causes) in the run history: store the scrubbed text.
+            raise dg.Failure(
+                f"{type(exc).__name__}: {error}", metadata=getattr(exc, "metadata", None)
+            ) from None
         raise
 
 
@@ -337,7 +345,9 @@ def _dry_run_report(
     return report
 
 
-@dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"}, output_required=False)
+@dg.asset(
+    group_name=GROUP, tags={"membership/side_effect": "apply"}, output_required=False, pool=pools.MEMBERS_DB
+)
 def membership_sync(
     context: dg.AssetExecutionContext,
     config: SyncConfig,

@@ -5,6 +5,7 @@ import hashlib
 import dagster as dg
 from pydantic import Field
 
+from .. import pools
 from ..connectors.errors import ApiError
 from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from ..notify.freshness import FRESHNESS_CHECKS
@@ -118,7 +119,7 @@ def _record_rollback(
         context.log_event(dg.AssetMaterialization(asset_key=key, metadata=metadata))
 
 
-@dg.op(tags={"membership/side_effect": "apply"})
+@dg.op(tags={"membership/side_effect": "apply"}, pool=pools.MEMBERS_DB)
 def rollback_membership_sync(
     context: dg.OpExecutionContext,
     config: RollbackConfig,

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from ..privacy import with_password
 from .client import DjangoRegistryClient
 from .guards import GuardPolicy
 from .store import MembersStore
@@ -17,7 +18,10 @@ from .validation import DEFAULT_STATUS_MAP, MISSING_STATUS_REJECT
 class DjangoRegistryResource(dg.ConfigurableResource):
     """The Django registry's eligible-members endpoint."""
 
-    base_url: str = Field(description="Registry base URL (DJANGO_API_URL).")
+    base_url: str = Field(description="Registry base URL (DJANGO_API_URL), without credentials.")
+    password: str = Field(
+        default="", description="Basic-auth password for the URL's user (DJANGO_API_PASSWORD), if any."
+    )
     api_key: str = Field(description="API token (DJANGO_API_KEY_PASSWORD).")
     auth_scheme: str = Field(default="Token", description="'Token' (DRF) or 'Bearer'.")
     members_path: str = Field(
@@ -35,7 +39,7 @@ class DjangoRegistryResource(dg.ConfigurableResource):
 
     def open_client(self, log: Any = None) -> DjangoRegistryClient:
         return DjangoRegistryClient.connect(
-            base_url=self.base_url,
+            base_url=with_password(self.base_url, self.password),
             api_key=self.api_key,
             auth_scheme=self.auth_scheme,
             members_path=self.members_path,
@@ -50,7 +54,10 @@ class DjangoRegistryResource(dg.ConfigurableResource):
 class MembersDatabase(dg.ConfigurableResource):
     """The eligibility database (Postgres in production, SQLite on the embedded default)."""
 
-    url: str = Field(description="SQLAlchemy URL (MEMBERS_DB_URL), e.g. postgresql+psycopg://...")
+    url: str = Field(
+        description="SQLAlchemy URL (MEMBERS_DB_URL) without the password, e.g. postgresql+psycopg://user@host/db"
+    )
+    password: str = Field(default="", description="Database password (MEMBERS_DB_PASSWORD), merged at use.")
     auto_migrate: bool = Field(
         default=True,
         description="Apply pending schema migrations on first use (local); off in production, "
@@ -58,9 +65,14 @@ class MembersDatabase(dg.ConfigurableResource):
     )
     _store: MembersStore | None = PrivateAttr(default=None)
 
+    @property
+    def connection_url(self) -> str:
+        """The URL with the password merged in: for connecting only, never for showing."""
+        return with_password(self.url, self.password)
+
     def store(self) -> MembersStore:
         if self._store is None:
-            self._store = MembersStore.from_url(self.url)
+            self._store = MembersStore.from_url(self.connection_url)
             self._store.ensure_schema(migrate=self.auto_migrate)
         return self._store
 

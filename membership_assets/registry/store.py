@@ -145,7 +145,9 @@ def make_engine(url: str) -> sa.Engine:
         path = sa.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)  # a fresh state directory
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = sa.create_engine(
+            url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):
@@ -162,7 +164,8 @@ def make_engine(url: str) -> sa.Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # hide_parameters: a failed statement's error must not quote members' kennitalas and names.
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 class MembersStore:

@@ -16,6 +16,8 @@ from typing import Any
 from stdnum import exceptions as stdnum_errors
 from stdnum.is_ import kennitala as stdnum_kennitala
 
+from ..privacy import pseudonym
+
 ACTIVE, SUSPENDED, REMOVED = "active", "suspended", "removed"
 
 # Registry status -> local membership status. "removed" means "listed, but not a member":
@@ -262,5 +264,5 @@ def _reject(row: Mapping[str, Any], kt: str | None, reasons: list[str], limits: 
 
 
 def mask(kennitala: str | None) -> str:
-    """For logs: the birth date part only, as Ekklesia does (``DDMMYY****``)."""
-    return (kennitala[:6] + "****") if kennitala else "<none>"
+    """For logs and metadata: the member's keyed pseudonym, which reveals not even the birth date."""
+    return pseudonym(kennitala)

@@ -4,6 +4,7 @@ Side effects (tag deletions) write their own audit rows at the moment they act; 
 archive what the runs read, concluded and applied.
 """
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ..privacy import scrub_json
 from ..registry.resources import MembersDatabase
 from .audit import RunIdentity, record, run_identity
 from .resources import AuditWarehouse
@@ -41,6 +43,8 @@ def sync_log_rows(members_db: MembersDatabase) -> pd.DataFrame:
     Each row keeps its own sync's run and time, so it lives in that sync's partition.
     """
     log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
+    # Analysts read this column: scrub rows written before errors were scrubbed at the source.
+    log["errors"] = log["errors"].map(lambda e: None if e is None else json.dumps(scrub_json(json.loads(e))))
     return log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
 
 

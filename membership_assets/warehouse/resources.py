@@ -21,6 +21,8 @@ import pandas as pd
 from dagster_gcp import BigQueryResource
 from pydantic import Field, PrivateAttr
 
+from ..privacy import pseudonym_secret
+from .analyst import KEY_TABLE, all_tables, analyst_dataset, view_sql
 from .schema import TABLES, Table, conform
 
 _DUCK_TYPES = {
@@ -47,6 +49,10 @@ class AuditWarehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     def query(self, sql: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def publish_analyst_views(self) -> list[str]:
+        """Create the analysts' views without direct identifiers (analyst.py); returns their names."""
         raise NotImplementedError
 
     def table_ref(self, table: str) -> str:
@@ -133,6 +139,21 @@ class DuckDBWarehouse(AuditWarehouse):
                     self._ensure(con, spec)
             return con.execute(sql.replace("{dataset}", f'"{self.dataset}"')).df()
 
+    def publish_analyst_views(self) -> list[str]:
+        """Views without direct identifiers in schema ``{dataset}_analyst`` (see analyst.py)."""
+        analyst = analyst_dataset(self.dataset)
+        key = f'"{self.dataset}"."{KEY_TABLE}"'
+        with self._connect() as con:
+            for spec in TABLES.values():
+                self._ensure(con, spec)
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{analyst}"')
+            con.execute(f"CREATE OR REPLACE TABLE {key} (secret VARCHAR)")
+            con.execute(f"INSERT INTO {key} VALUES (?)", [pseudonym_secret()])
+            for spec in all_tables():
+                source, view = f'"{self.dataset}"."{spec.name}"', f'"{analyst}"."{spec.name}"'
+                con.execute(view_sql(spec, source=source, key=key, view=view, dialect="duckdb"))
+        return [f"{analyst}.{spec.name}" for spec in all_tables()]
+
 
 class BigQueryWarehouse(AuditWarehouse):
     """Production history in BigQuery.
@@ -147,6 +168,10 @@ class BigQueryWarehouse(AuditWarehouse):
         default="", description="Service-account JSON (BIGQUERY_CREDENTIALS_PASSWORD)."
     )
     api_endpoint: str = Field(default="", description="Emulator endpoint, e.g. http://127.0.0.1:9050.")
+    analyst_readers: str = Field(
+        default="",
+        description="Who may read the analyst views (BIGQUERY_ANALYST_READERS), e.g. group:analysts@org.is",
+    )
 
     @property
     def kind(self) -> str:
@@ -240,6 +265,58 @@ class BigQueryWarehouse(AuditWarehouse):
                 client.delete_table(staging, not_found_ok=True)
                 raise
         return len(frame)
+
+    def publish_analyst_views(self) -> list[str]:
+        """Authorized views without direct identifiers in dataset ``{dataset}_analyst``.
+
+        One script job writes the pseudonym key table and (re)creates every view; then each view
+        is authorized on the audit dataset and ``analyst_readers`` may read the analyst dataset.
+        """
+        from google.cloud import bigquery
+
+        with self.client() as client:
+            for spec in TABLES.values():
+                self._ensure(client, spec)
+            analyst = analyst_dataset(self.dataset)
+            client.create_dataset(bigquery.Dataset(f"{client.project}.{analyst}"), exists_ok=True)
+            key = f"`{client.project}.{self.dataset}.{KEY_TABLE}`"
+            statements = [f"CREATE OR REPLACE TABLE {key} AS SELECT @secret AS secret"]
+            for spec in all_tables():
+                source = f"`{self._full(client, spec.name)}`"
+                view = f"`{client.project}.{analyst}.{spec.name}`"
+                statements.append(view_sql(spec, source=source, key=key, view=view, dialect="bigquery"))
+            secret = bigquery.ScalarQueryParameter("secret", "STRING", pseudonym_secret())
+            job = bigquery.QueryJobConfig(query_parameters=[secret])
+            client.query(";\n".join(statements) + ";", job_config=job).result()
+            self._authorize(client, analyst)
+        return [f"{analyst}.{spec.name}" for spec in all_tables()]
+
+    def _authorize(self, client: Any, analyst: str) -> None:
+        from google.cloud import bigquery
+
+        source = client.get_dataset(f"{client.project}.{self.dataset}")
+        entries = list(source.access_entries)
+        for spec in all_tables():
+            view = {"projectId": client.project, "datasetId": analyst, "tableId": spec.name}
+            entry = bigquery.AccessEntry(None, "view", view)
+            if entry not in entries:
+                entries.append(entry)
+        source.access_entries = entries
+        readers = [r.strip() for r in self.analyst_readers.split(",") if r.strip()]
+        try:
+            client.update_dataset(source, ["access_entries"])
+            if readers:
+                target = client.get_dataset(f"{client.project}.{analyst}")
+                grants = list(target.access_entries)
+                for reader in readers:
+                    kind, _, who = reader.partition(":")
+                    entity = {"group": "groupByEmail", "user": "userByEmail"}.get(kind, "groupByEmail")
+                    grants.append(bigquery.AccessEntry("READER", entity, who or kind))
+                target.access_entries = grants
+                client.update_dataset(target, ["access_entries"])
+        except Exception:
+            if not self.api_endpoint:  # the emulator keeps no access lists; production must
+                raise
 
     def query(self, sql: str) -> pd.DataFrame:
         with self.client() as client:

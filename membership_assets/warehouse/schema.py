@@ -224,6 +224,15 @@ TABLES: dict[str, Table] = {
 }
 
 
+# Direct identifiers: analysts' views (analyst.py) leave them out. A kennitala becomes member_key,
+# the same keyed pseudonym the logs show; a changed name or email becomes a yes/no.
+KENNITALA_COLUMNS = frozenset({"kennitala"})
+DIRECT_IDENTIFIER_COLUMNS = frozenset(
+    {"kennitala_raw", "name", "email", "given_name", "family_name"}
+    | {f"{age}_{field}" for age in ("old", "new") for field in ("name", "email")}
+)
+
+
 def conform(table: Table, df: pd.DataFrame) -> pd.DataFrame:
     """Exactly the table's columns, in order, with types both backends load the same way."""
     unknown = set(df.columns) - set(table.column_names)
