@@ -350,7 +350,8 @@ def _mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
 def report_csv(mismatches: pd.DataFrame) -> tuple[bytes, int]:
     rows = report_rows(_mismatches_from_frame(mismatches))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    # CRLF (RFC 4180) also makes the writer quote a value holding a lone carriage return.
+    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode(), len(rows)
