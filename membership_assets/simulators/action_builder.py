@@ -12,12 +12,13 @@ import math
 import operator
 import re
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 
 from .action_builder_seed import CampaignData, SeedConfig, generate_campaign, iso, parse_ts
-from .http import Request, Response, SimulatedService, SimulatorServer, json_error
+from .http import Request, Response, SimulatedService, SimulatorServer, TokenBucket, json_error
 
 API_PREFIX = "/api/rest/v1"
 MAX_PAGE = 25
@@ -35,6 +36,70 @@ _OPS = {
 }
 
 
+class SlidingWindowLimiter:
+    """A stricter limiter than a token bucket: at most ``limit`` requests in any ``window``
+    seconds, and one request over it blocks *every* request for ``penalty`` seconds (answered
+    429 with that Retry-After). Whether Action Builder behaves so is not documented; a client
+    must survive it."""
+
+    def __init__(self, limit: int = 4, window: float = 1.0, penalty: float = 10.0):
+        self.limit, self.window, self.penalty = limit, window, penalty
+        self._sent: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+        self.penalties = 0
+
+    def take(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._blocked_until:
+                return self._blocked_until - now
+            while self._sent and self._sent[0] <= now - self.window:
+                self._sent.popleft()
+            if len(self._sent) >= self.limit:
+                self._blocked_until = now + self.penalty
+                self.penalties += 1
+                return self.penalty
+            self._sent.append(now)
+            return 0.0
+
+
+class SharedBudget:
+    """Another tool using the same API key: it spends ``other_rate`` requests/second of the
+    server's limiter (Action Builder issues one key per organization)."""
+
+    def __init__(self, inner: Any, other_rate: float = 1.0):
+        self.inner = inner
+        self.other_rate = other_rate
+        self.other_requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._other_client, name="other-ab-client", daemon=True)
+        self._thread.start()
+
+    def _other_client(self) -> None:
+        while not self._stop.wait(1.0 / self.other_rate):
+            self.inner.take()
+            self.other_requests += 1
+
+    def take(self) -> float:
+        return self.inner.take()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def make_limiter(kind: str, rate: float = 4.0) -> Any:
+    """Server-side limiters: ``plain`` (token bucket, burst = rate), ``strict`` (sliding window,
+    10 s block on excess), ``shared`` (token bucket, another client spending 1 req/s of it)."""
+    if kind == "plain":
+        return TokenBucket(rate)
+    if kind == "strict":
+        return SlidingWindowLimiter(limit=max(1, int(rate)), window=1.0, penalty=10.0)
+    if kind == "shared":
+        return SharedBudget(TokenBucket(rate), other_rate=1.0)
+    raise ValueError(f"limiter must be plain, strict or shared, not {kind!r}")
+
+
 class ActionBuilderSimulator(SimulatedService):
     """In-memory campaign + HTTP front end. Thread-safe; state can be saved between runs."""
 
@@ -49,6 +114,7 @@ class ActionBuilderSimulator(SimulatedService):
         port: int = 0,
         tagging_tag_links: bool = False,
         latency: float = 0.0,
+        limiter: Any = None,
     ):
         self.data = data or generate_campaign(SeedConfig())
         self.token = token
@@ -66,6 +132,14 @@ class ActionBuilderSimulator(SimulatedService):
             burst=burst,
             latency=latency,
         )
+        if limiter is not None:  # a stricter or shared limiter instead of the token bucket
+            self.server.bucket = limiter
+
+    def stop(self) -> None:
+        super().stop()
+        close = getattr(self.server.bucket, "close", None)
+        if close is not None:
+            close()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
