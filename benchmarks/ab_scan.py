@@ -39,7 +39,7 @@ from typing import Any
 from membership_assets.action_builder.checkpoint import ScanCheckpoint
 from membership_assets.action_builder.client import PER_PAGE_MAX, ActionBuilderClient
 from membership_assets.action_builder.rules import FieldNames, evaluate
-from membership_assets.action_builder.scan import CampaignScanner
+from membership_assets.action_builder.scan import SAMPLE_SIZE, CampaignScanner, sample_order
 from membership_assets.simulators.action_builder import ActionBuilderSimulator, make_limiter
 from membership_assets.simulators.action_builder_seed import CampaignData, SeedConfig, generate_campaign
 
@@ -74,10 +74,16 @@ class Workload:
     tag_tagging_pages: int
     person_tagging_requests: int
     reference_requests: int
+    catalog_check_requests: int = 2  # connection types + entity types (one page each)
+    sample_check_requests: int = 0  # per-person reads checking the per-unit listings
+
+    @property
+    def per_unit_connection_requests(self) -> int:
+        return self.unit_connection_pages + self.ordering_requests + self.sample_check_requests
 
     @property
     def connection_requests(self) -> int:
-        return min(self.unit_connection_pages + self.ordering_requests, self.person_connection_pages)
+        return min(self.per_unit_connection_requests, self.person_connection_pages)
 
     @property
     def tagging_requests(self) -> int:
@@ -85,7 +91,13 @@ class Workload:
 
     @property
     def minimum(self) -> int:
-        return self.people_pages + self.tag_catalog_pages + self.connection_requests + self.tagging_requests
+        return (
+            self.people_pages
+            + self.tag_catalog_pages
+            + self.catalog_check_requests
+            + self.connection_requests
+            + self.tagging_requests
+        )
 
 
 def workload(data: CampaignData, names: FieldNames = FieldNames()) -> Workload:
@@ -112,6 +124,7 @@ def workload(data: CampaignData, names: FieldNames = FieldNames()) -> Workload:
     membership_tags = [tid for tid, t in data.tags.items() if t["field"] in names.tag_fields]
 
     judged = ordering = person_taggings = reference = 0
+    ordered: set[str] = set()
     for pid in people:
         conns = conns_of[pid]
         unit_conns = [c for c in conns if c["type"] == names.connection_type]
@@ -125,11 +138,16 @@ def workload(data: CampaignData, names: FieldNames = FieldNames()) -> Workload:
         judged += 1
         if len(unit_conns) > 1 and not active:
             ordering += pages(len(conns))
+            ordered.add(pid)
         source = (active or unit_conns)[0]
         person_taggings += pages(taggings_of[("person", pid)]) + pages(
             taggings_of[("connection", source["id"])]
         )
+    # Per-unit listings are checked against a fixed sample of people read one by one.
+    sample = sorted(people, key=sample_order)[:SAMPLE_SIZE]
+    sample_check = sum(pages(len(conns_of[p])) for p in sample if p not in ordered)
     return Workload(
+        sample_check_requests=sample_check,
         people=len(people),
         units=len(units),
         judged=judged,
@@ -300,8 +318,10 @@ def describe(work: Workload) -> str:
             "minimum requests the API allows for this workload:",
             f"  people listing          {work.people_pages:6d}  (units come with it: no unit fetches)",
             f"  tag catalog             {work.tag_catalog_pages:6d}",
+            f"  catalog check           {work.catalog_check_requests:6d}  (connection and entity types)",
             f"  unit connections        {work.connection_requests:6d}  "
-            f"(per unit {work.unit_connection_pages} + {work.ordering_requests} ordering; "
+            f"(per unit {work.unit_connection_pages} + {work.ordering_requests} ordering + "
+            f"{work.sample_check_requests} sample check; "
             f"per person {work.person_connection_pages})",
             f"  membership taggings     {work.tagging_requests:6d}  "
             f"(per tag {work.tag_tagging_pages}; per person {work.person_tagging_requests})",

@@ -133,6 +133,7 @@ def action_builder_campaign(
         "requests_by_kind": req["by_kind"],
         "resumed_items": snap.resumed_items,
         "campaign_id": client.campaign_id,
+        "notes": "; ".join(snap.notes) or None,
     }
     context.log.info(
         f"scan done: {persons} people ({summary['judged']} judged) in {snap.seconds:.1f}s with "
@@ -425,6 +426,8 @@ def mismatch_report_email(
         f"unit connection; the attached CSV lists the correct values.\n"
         f"Inactive members are not listed. Run: {context.run_id}\n"
     )
+    if ab_scan.get("notes"):
+        body += f"\nNote: {ab_scan['notes']}\n"
     message_id = email.send(to, subject, body, (Attachment(Path(mismatch_report).name, content, "text/csv"),))
     context.log.info(f"report emailed to {len(to)} recipients: {message_id}")
     return dg.MaterializeResult(

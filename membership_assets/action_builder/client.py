@@ -33,6 +33,8 @@ KEY_TAGS = "osdi:tags"
 KEY_TAGGINGS = "osdi:taggings"
 KEY_CONNECTIONS = "action_builder:connections"
 KEY_CAMPAIGNS = "action_builder:campaigns"
+KEY_CONNECTION_TYPES = "action_builder:connection_types"
+KEY_ENTITY_TYPES = "action_builder:entity_types"
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,14 @@ class ActionBuilderClient:
             cache=cache,
             progress=progress,
         )
+
+    def list_connection_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
+        return self.fetch_all(
+            self._c("/connection_types"), KEY_CONNECTION_TYPES, kind="connection_types", cache=cache
+        )
+
+    def list_entity_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
+        return self.fetch_all(self._c("/entity_types"), KEY_ENTITY_TYPES, kind="entity_types", cache=cache)
 
     def get_entity(self, entity_id: str) -> dict[str, Any]:
         body = self.api.request_json("GET", self._c(f"/people/{entity_id}"), kind="entity")
