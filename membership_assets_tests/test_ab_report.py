@@ -104,3 +104,46 @@ def test_scheduled_runs_still_email_the_organizers(defs, instance, ab_sim, outbo
     assert result.success
     [msg] = outbox_messages(outbox)
     assert msg["To"] == "organizers@example.org, steward@example.org"
+
+
+def test_the_incremental_window_starts_at_the_last_scan_however_it_was_launched(defs, instance, ab_sim):
+    """Launched from the asset graph, every asset shares ``__ASSET_JOB``: another asset's later
+    successful run must not move the scan's window past changes it never read."""
+    from datetime import datetime, timedelta
+
+    other = dg.asset(name="unrelated_asset")(lambda: 1)
+    merged = dg.Definitions.merge(defs, dg.Definitions(assets=[other]))
+    graph_job = merged.resolve_implicit_global_asset_job_def()
+    scan_keys = [
+        dg.AssetKey(k) for k in ("ab_people", "ab_connections", "ab_units", "ab_taggings", "ab_scan")
+    ]
+    config = {"ops": {"action_builder_campaign": {"config": {"mode": "incremental"}}}}
+    first = graph_job.execute_in_process(run_config=config, instance=instance, asset_selection=scan_keys)
+    assert first.success
+    first_scan = first.output_for_node("action_builder_campaign", "ab_scan")
+    assert graph_job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("unrelated_asset")]
+    ).success
+    second = graph_job.execute_in_process(run_config=config, instance=instance, asset_selection=scan_keys)
+    since = datetime.fromisoformat(second.output_for_node("action_builder_campaign", "ab_scan")["since"])
+    assert since == datetime.fromisoformat(first_scan["scan_started_at"]) - timedelta(minutes=60)
+
+
+def test_a_run_whose_email_failed_still_counts_as_the_last_scan(local_resources, instance, ab_sim):
+    """The scan succeeded (and read everything up to its start) even if a later step failed."""
+    from datetime import datetime, timedelta
+
+    from membership_assets.definitions import build_definitions
+    from membership_assets.notify.resources import EmailSender
+
+    class BrokenEmail(EmailSender):
+        def send(self, to, subject, body, attachments=()):
+            raise RuntimeError("SendGrid is down")
+
+    broken = build_definitions({**local_resources, "email": BrokenEmail()})
+    first = run_job(broken, instance, mode="incremental")
+    assert not first.success
+    first_scan = first.output_for_node("action_builder_campaign", "ab_scan")
+    second = run_job(build_definitions(local_resources), instance, mode="incremental")
+    since = datetime.fromisoformat(second.output_for_node("action_builder_campaign", "ab_scan")["since"])
+    assert since == datetime.fromisoformat(first_scan["scan_started_at"]) - timedelta(minutes=60)

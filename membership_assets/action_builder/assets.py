@@ -53,21 +53,38 @@ class ScanConfig(dg.Config):
     )
 
 
+SCAN_STARTED_AT = "scan_started_at"  # ab_scan metadata: when the scan's first read began
+
+
 def resolve_since(context: dg.AssetExecutionContext, config: ScanConfig) -> datetime | None:
-    """Incremental starting point: explicit, else last successful run (minus overlap), else a day ago."""
+    """Incremental starting point: explicit, else when the last successful scan started (minus
+    overlap), else a day ago.
+
+    The last scan is the latest ``ab_scan`` materialization, whatever job launched it (the
+    asset graph's ``__ASSET_JOB`` is shared with every other asset) and however often its run
+    was re-executed: its own recorded start, not a run's.
+    """
     if config.mode == "full":
         return None
     if config.since:
-        since = datetime.fromisoformat(config.since.replace("Z", "+00:00"))
-        return since if since.tzinfo else since.replace(tzinfo=UTC)
-    records = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=context.job_name, statuses=[dg.DagsterRunStatus.SUCCESS]),
-        limit=1,
-    )
-    if records and records[0].start_time:
-        last = datetime.fromtimestamp(records[0].start_time, tz=UTC)
+        return _aware(datetime.fromisoformat(config.since.replace("Z", "+00:00")))
+    last = last_scan_started_at(context.instance)
+    if last is not None:
         return last - timedelta(minutes=config.overlap_minutes)
     return datetime.now(UTC) - timedelta(days=1)
+
+
+def last_scan_started_at(instance: dg.DagsterInstance) -> datetime | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey("ab_scan"))
+    materialization = event.asset_materialization if event is not None else None
+    entry = materialization.metadata.get(SCAN_STARTED_AT) if materialization is not None else None
+    if entry is None:
+        return None
+    return _aware(datetime.fromisoformat(str(entry.value)))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dg.multi_asset(
@@ -134,6 +151,7 @@ def action_builder_campaign(
         "resumed_items": snap.resumed_items,
         "campaign_id": client.campaign_id,
         "notes": "; ".join(snap.notes) or None,
+        SCAN_STARTED_AT: datetime.fromtimestamp(snap.first_started_at or snap.started_at, tz=UTC).isoformat(),
     }
     context.log.info(
         f"scan done: {persons} people ({summary['judged']} judged) in {snap.seconds:.1f}s with "

@@ -70,6 +70,22 @@ class ScanCheckpoint:
         self._db.commit()
         self._pending.clear()
 
+    def first_started_at(self, now: float) -> float:
+        """When the first attempt of this scan began (``now`` on a first attempt, saved at once)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payload FROM scan_items WHERE scan_key = ? AND kind = 'meta' AND item_key = 'started_at'",
+                (self.scan_key,),
+            ).fetchone()
+            if row is not None:
+                return float(json.loads(row[0]))
+            self._db.execute(
+                "INSERT INTO scan_items VALUES (?, 'meta', 'started_at', ?, ?)",
+                (self.scan_key, json.dumps(now), now),
+            )
+            self._db.commit()
+            return now
+
     def note_reused(self, kind: str, page: int) -> None:
         with self._lock:
             self._reused.add((kind, page))

@@ -85,6 +85,7 @@ class CampaignSnapshot:
     connections_strategy: str = "per_person"
     notes: list[str] = field(default_factory=list)
     cross_checked: list[str] = field(default_factory=list)  # people read one by one as a check
+    first_started_at: float | None = None  # the first attempt's start, for a resumed scan
 
     @property
     def people(self) -> list[Person]:
@@ -237,6 +238,8 @@ class CampaignScanner:
         """Read what tag hygiene needs, in named steps; see the module docstring for why so."""
         _check_options(since, strategy, connections)
         started = time.time()
+        # A resumed scan's data dates from its first attempt: changes are read since then.
+        first_started = self.cp.first_started_at(started) if self.cp else started
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ab-scan") as pool:
 
             def map_fn(fn, xs):
@@ -273,6 +276,7 @@ class CampaignScanner:
             connections_strategy=conn_mode,
             notes=list(self.notes),
             cross_checked=list(self.cross_checked),
+            first_started_at=first_started,
         )
 
     # -- step 1: the campaign's catalog must know the names the rules rely on ----------------------
