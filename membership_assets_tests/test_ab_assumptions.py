@@ -102,3 +102,69 @@ def test_a_job_on_mislabelled_unit_listings_reports_exactly_and_says_it_fell_bac
         assert scan["connections_strategy"] == "per_person" and "disagree" in scan["notes"]
         [msg] = outbox_messages(outbox)
         assert "disagree with per-person reads" in msg.get_body(("plain",)).get_content()
+
+
+def _split_sections(data, section="Unit Membership"):
+    """The same field and value in two sections: people's tags and connections' tags."""
+    import uuid
+
+    from membership_assets.simulators.action_builder_seed import STATUS_FIELD, TYPE_FIELD
+
+    twin: dict[str, str] = {}
+    for tid, tag in list(data.tags.items()):
+        if tag["field"] in (TYPE_FIELD, STATUS_FIELD):
+            new = str(uuid.uuid4())
+            data.tags[new] = {**tag, "id": new, "section": section}
+            data.tag_order.append(new)
+            twin[tid] = new
+    for t in data.taggings.values():
+        if t["item_type"] == "connection" and t["tag_id"] in twin:
+            t["tag_id"] = twin[t["tag_id"]]
+    return data
+
+
+def test_taggings_without_a_tag_link_resolve_their_tag_by_section_too(local_resources, instance, tmp_path):
+    from membership_assets.definitions import build_definitions
+
+    from .conftest import ab_resource_for
+
+    data = _split_sections(generate_campaign(SeedConfig(people=300, seed=11)))
+    truth = data.expected_mismatches()
+    planned = {tid for t in truth.values() for tid in t.outdated_tagging_ids}
+    fields = {data.tags[data.taggings[tid]["tag_id"]]["field"] for tid in planned}
+    assert {"Membership Type", "Membership Status"} & fields, "type/status deletions are planned"
+    with ActionBuilderSimulator(data, rate_limit=None) as sim:
+        defs = build_definitions({**local_resources, "action_builder": ab_resource_for(sim, tmp_path)})
+        ops = {
+            "action_builder_campaign": {"config": {"mode": "full", "strategy": "per_person"}},
+            "outdated_tagging_deletions": {"config": {"dry_run": False}},
+        }
+        result = defs.resolve_job_def("action_builder_tag_sync").execute_in_process(
+            run_config={"ops": ops}, instance=instance, raise_on_error=False
+        )
+        assert result.success
+        outcomes = result.output_for_node("outdated_tagging_deletions")
+        assert set(outcomes["tagging_id"]) == planned and set(outcomes["action"]) == {"deleted"}
+        assert not any(sim.tagging_exists(t) for t in planned)
+
+
+def test_an_ambiguous_tag_is_a_clear_failure_not_a_guess():
+    from membership_assets.action_builder.cleanup import execute_deletions
+    from membership_assets.action_builder.records import Tagging
+    from membership_assets.action_builder.rules import PlannedDeletion
+    from membership_assets.action_builder.scan import resolve_tag_id
+
+    catalog = [
+        {"tag_id": "a", "section": "Membership", "field": "Membership Type", "name": "Full"},
+        {"tag_id": "b", "section": "Unit Membership", "field": "Membership Type", "name": "Full"},
+    ]
+    with_section = Tagging("t1", None, "person", "p", "Membership", "Membership Type", "Full")
+    assert resolve_tag_id(with_section, catalog) == "a"
+    without_section = Tagging("t2", None, "person", "p", None, "Membership Type", "Full")
+    assert resolve_tag_id(without_section, catalog) is None
+    plan = [PlannedDeletion("p", "t2", None, "Membership Type", "Full", "Associate", False)]
+    [outcome] = execute_deletions(object(), plan, dry_run=False, max_deletions=10)  # type: ignore[arg-type]
+    assert (
+        outcome.action == "failed"
+        and "no single catalog tag has its section, field and value" in outcome.error
+    )

@@ -99,7 +99,12 @@ def execute_deletions(
         if stop["auth"] is not None:
             return _outcome(p, "not_attempted", stop["auth"])
         if not p.tag_id:
-            return _outcome(p, "failed", "tag id unknown: the tagging's tag is not in the campaign catalog")
+            return _outcome(
+                p,
+                "failed",
+                f"tag id unknown for tagging {p.tagging_id} ({p.field!r} = {p.value!r}): it carries no "
+                "tag link and no single catalog tag has its section, field and value; not deleted",
+            )
         try:
             return _outcome(p, client.delete_tagging(p.tag_id, p.tagging_id))
         except AuthError as exc:
