@@ -143,9 +143,10 @@ def action_builder_campaign(
         "people": persons,
         "judged": len(snap.judged_person_ids),
         "quarantined": len(snap.quarantined),
-        "requests": req["requests"],
+        "requests": req["requests"],  # every attempt of this logical run
         "rate_limited_429": req["rate_limited_429"],
         "retries": req["retries"],
+        "attempt_requests": snap.attempt_requests.get("requests", req["requests"]),
         "seconds": round(snap.seconds, 3),
         "requests_by_kind": req["by_kind"],
         "resumed_items": snap.resumed_items,

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from ..connectors.errors import ApiError, AuthError, NotFoundError
+from ..connectors.http import add_request_stats
 from .checkpoint import MemoryPageCache, ScanCheckpoint
 from .client import ActionBuilderClient, Page, PageCache, native_id
 from .records import (
@@ -86,6 +87,7 @@ class CampaignSnapshot:
     notes: list[str] = field(default_factory=list)
     cross_checked: list[str] = field(default_factory=list)  # people read one by one as a check
     first_started_at: float | None = None  # the first attempt's start, for a resumed scan
+    attempt_requests: dict[str, Any] = field(default_factory=dict)  # this attempt's alone
 
     @property
     def people(self) -> list[Person]:
@@ -240,6 +242,9 @@ class CampaignScanner:
         started = time.time()
         # A resumed scan's data dates from its first attempt: changes are read since then.
         first_started = self.cp.first_started_at(started) if self.cp else started
+        earlier_requests = self.cp.earlier_requests() if self.cp else []
+        if self.cp:
+            self.cp.track_requests(self.client.stats.snapshot)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ab-scan") as pool:
 
             def map_fn(fn, xs):
@@ -270,7 +275,9 @@ class CampaignScanner:
             judged_person_ids=judged,
             started_at=started,
             finished_at=time.time(),
-            requests=self.client.stats.snapshot(),
+            # The logical scan's cost: every attempt's requests, not only this one's.
+            requests=add_request_stats([*earlier_requests, self.client.stats.snapshot()]),
+            attempt_requests=self.client.stats.snapshot(),
             resumed_items=self.resumed + (self.cp.reused_pages if self.cp else 0),
             strategy_costs=costs,
             connections_strategy=conn_mode,
