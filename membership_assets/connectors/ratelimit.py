@@ -52,6 +52,7 @@ class RateLimiter:
         self._ceiling: float | None = None  # the slowest rate that drew a 429 lately
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
+        self._last_send = float("-inf")
         self._epoch = 0  # bumped by every pause: slots granted before it are void
         self.total_wait = 0.0
         self.slowdowns = 0
@@ -80,10 +81,30 @@ class RateLimiter:
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
+            late = self._space_from_last_send(epoch)
+            if late is None:
+                continue  # a Retry-After arrived while this request waited: queue again
+            waited += late
+            return waited
+
+    def _space_from_last_send(self, epoch: int) -> float | None:
+        """Keep actual sends ``interval`` apart (burst 1): a thread that woke late must not let
+        the next one go right behind it, or a strict sliding-window limiter sees five requests
+        in one second. Returns the extra seconds waited, None if a pause voided the slot."""
+        extra_total = 0.0
+        while True:
             with self._lock:
-                if self._epoch == epoch:
-                    return waited
-            # A Retry-After arrived while this request waited for its slot: queue again.
+                if self._epoch != epoch:
+                    return None
+                now = self._clock()
+                earliest = self._last_send + self.interval if self.burst == 1 else now
+                if now >= earliest:
+                    self._last_send = now
+                    return extra_total
+                extra = earliest - now
+                self._tat = max(self._tat, earliest + self.interval)
+            self._sleep(extra)
+            extra_total += extra
 
     def pause_for(self, seconds: float) -> None:
         """Hold every request not yet sent for ``seconds`` (the server asked, via Retry-After)."""
