@@ -90,7 +90,13 @@ def execute_deletions(
         return [_outcome(p, "blocked_cap", reason) for p in plan]
     if client is None:
         raise ValueError("a live cleanup needs an Action Builder client")
-    record = journal or (lambda _rows: None)
+    return _delete_in_batches(client, plan, journal or (lambda _rows: None), workers, max(batch, 1))
+
+
+def _delete_in_batches(
+    client: ActionBuilderClient, plan: list[PlannedDeletion], record: Journal, workers: int, batch: int
+) -> list[DeletionOutcome]:
+    """Intent (``pending``), then per batch ``sending``, the DELETEs, and their outcomes."""
     state = {p.tagging_id: _outcome(p, "pending") for p in plan}
     record(list(state.values()))
     stop: dict[str, str | None] = {"auth": None}
@@ -114,12 +120,10 @@ def execute_deletions(
             return _outcome(p, "failed", str(exc))
 
     with ThreadPoolExecutor(workers, thread_name_prefix="ab-delete") as pool:
-        for start in range(0, len(plan), max(batch, 1)):
-            chunk = plan[start : start + max(batch, 1)]
+        for start in range(0, len(plan), batch):
+            chunk = plan[start : start + batch]
             if stop["auth"] is None:
-                for p in chunk:
-                    if p.tag_id:
-                        state[p.tagging_id] = _outcome(p, "sending")
+                state.update({p.tagging_id: _outcome(p, "sending") for p in chunk if p.tag_id})
                 record(list(state.values()))
             for outcome in pool.map(run, chunk):
                 state[outcome.tagging_id] = outcome
