@@ -77,16 +77,19 @@ def test_retry_after_holds_a_request_that_already_had_its_slot():
 def test_actual_sends_stay_spaced_when_a_thread_wakes_late():
     t = FakeTime()
     limiter = RateLimiter(4, clock=t.clock, sleep=t.sleep)
-    limiter.acquire()
+    sends = []
+    for i in range(12):
+        if i == 1:
 
-    def oversleep():
-        t.now += 0.05  # the thread wakes 50 ms after its slot
+            def oversleep():
+                t.now += 0.05  # this thread wakes 50 ms after its slot
 
-    t.on_sleep = oversleep
-    limiter.acquire()  # slot 0.25, sent at 0.30
-    sent = t.now
-    limiter.acquire()  # slot 0.5: must still be 0.25 after the late one, not 0.2
-    assert sent == pytest.approx(0.30) and t.now - sent == pytest.approx(0.25)
+            t.on_sleep = oversleep
+        limiter.acquire()
+        sends.append(t.now)
+    assert sends[1] == pytest.approx(0.30)
+    # No second holds five sends, as a strict one-second window would count them.
+    assert all(sends[i + 4] - sends[i] >= 1.0 - 1e-9 for i in range(len(sends) - 4))
 
 
 def test_429s_with_retry_after_do_not_use_up_the_attempts():

@@ -305,7 +305,8 @@ def membership_mismatches(
         "current_unit_name",
         "current_membership_type",
         "reasons",
-    ]
+        "browser_url",
+    ]  # no names: run history keeps metadata for good
     yield dg.Output(
         frame,
         "membership_mismatches",

@@ -27,8 +27,8 @@ from ..connectors.ratelimit import RateLimiter
 PER_PAGE_MAX = 25
 # Pace just under the documented limit: a strict sliding-window limiter counts arrival times,
 # which jitter by milliseconds, so requests spaced exactly 1/rate apart would draw a 429 now and
-# then. 0.5% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
-PACING_SHARE = 0.995
+# then. 0.3% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
+PACING_SHARE = 0.997
 NATIVE_PREFIX = "action_builder:"
 
 # Embedded keys: OSDI-defined resources use "osdi:", Action Builder's own use "action_builder:".

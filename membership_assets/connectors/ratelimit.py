@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 DECREASE = 0.8  # rate kept after a 429
@@ -52,7 +53,9 @@ class RateLimiter:
         self._ceiling: float | None = None  # the slowest rate that drew a 429 lately
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
-        self._last_send = float("-inf")
+        # The last sends, one "second" worth of them at the nominal rate.
+        self._window = max(1, int(self.rate))
+        self._sends: deque[float] = deque(maxlen=self._window)
         self._epoch = 0  # bumped by every pause: slots granted before it are void
         self.total_wait = 0.0
         self.slowdowns = 0
@@ -88,21 +91,23 @@ class RateLimiter:
             return waited
 
     def _space_from_last_send(self, epoch: int) -> float | None:
-        """Keep actual sends ``interval`` apart (burst 1): a thread that woke late must not let
-        the next one go right behind it, or a strict sliding-window limiter sees five requests
-        in one second. Returns the extra seconds waited, None if a pause voided the slot."""
+        """Keep any ``window`` consecutive actual sends at least ``window`` intervals apart
+        (burst 1): a thread that woke late must not let the ones behind it through in a bunch,
+        or a strict sliding-window limiter sees one request too many in its second. Returns the
+        extra seconds waited, None if a pause voided the slot."""
         extra_total = 0.0
         while True:
             with self._lock:
                 if self._epoch != epoch:
                     return None
                 now = self._clock()
-                earliest = self._last_send + self.interval if self.burst == 1 else now
+                earliest = now
+                if self.burst == 1 and len(self._sends) == self._sends.maxlen:
+                    earliest = self._sends[0] + self._window * self.interval
                 if now >= earliest:
-                    self._last_send = now
+                    self._sends.append(now)
                     return extra_total
                 extra = earliest - now
-                self._tat = max(self._tat, earliest + self.interval)
             self._sleep(extra)
             extra_total += extra
 
