@@ -141,3 +141,15 @@ def test_a_listing_survives_a_strict_window_without_aborting():
         people = client.list_people(map_fn=lambda fn, xs: map(fn, xs))
         assert len(people) == 30 * 25
         assert client.stats.rate_limited <= 3
+
+
+def test_slow_start_ramps_up_to_the_full_rate_within_seconds():
+    t = FakeTime()
+    limiter = RateLimiter(4, clock=t.clock, sleep=t.sleep, start_share=0.95, start_seconds=10)
+    assert limiter.current_rate == pytest.approx(3.8)
+    while t.now < 11:
+        limiter.acquire()
+    assert limiter.current_rate == pytest.approx(4.0)
+    for _ in range(400):
+        limiter.acquire()
+    assert t.now < 11 + 100.3  # the ramp cost a fraction of a second, not a share of the run

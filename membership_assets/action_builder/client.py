@@ -29,6 +29,7 @@ PER_PAGE_MAX = 25
 # which jitter by milliseconds, so requests spaced exactly 1/rate apart would draw a 429 now and
 # then. 0.3% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
 PACING_SHARE = 0.997
+START_SHARE = 0.95  # the first 10 s ramp up from 95% while connections are opened
 NATIVE_PREFIX = "action_builder:"
 
 # Embedded keys: OSDI-defined resources use "osdi:", Action Builder's own use "action_builder:".
@@ -201,7 +202,7 @@ class ActionBuilderClient:
             name="action_builder",
             base_url=base_url,
             headers={"OSDI-API-Token": api_token, "Content-Type": "application/json"},
-            limiter=RateLimiter(rate_limit * PACING_SHARE),
+            limiter=RateLimiter(rate_limit * PACING_SHARE, start_share=START_SHARE),
             max_attempts=max_attempts,
             timeout=timeout,
             log=log,

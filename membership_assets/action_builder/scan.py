@@ -34,7 +34,6 @@ from datetime import datetime
 from typing import Any
 
 from ..connectors.errors import ApiError, AuthError, NotFoundError
-from ..connectors.http import add_request_stats
 from .checkpoint import MemoryPageCache, ScanCheckpoint
 from .client import ActionBuilderClient, Page, PageCache, native_id
 from .records import (
@@ -593,6 +592,26 @@ class CampaignScanner:
             except RecordError as exc:
                 self._quarantine(pid, f"unreadable tagging: {exc}")
         return out
+
+
+def add_request_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``RequestStats.snapshot()`` added up (the attempts of one logical run)."""
+    total: dict[str, Any] = {
+        "requests": 0,
+        "retries": 0,
+        "rate_limited_429": 0,
+        "by_status": {},
+        "by_kind": {},
+    }
+    for snap in snapshots:
+        for key in ("requests", "retries", "rate_limited_429"):
+            total[key] += snap.get(key, 0)
+        for key in ("by_status", "by_kind"):
+            for name, n in snap.get(key, {}).items():
+                total[key][name] = total[key].get(name, 0) + n
+    total["by_status"] = dict(sorted(total["by_status"].items()))
+    total["by_kind"] = dict(sorted(total["by_kind"].items()))
+    return total
 
 
 def _check_options(since: datetime | None, strategy: str, connections: str) -> None:

@@ -73,26 +73,6 @@ class RequestStats:
             }
 
 
-def add_request_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several ``RequestStats.snapshot()`` added up (the attempts of one logical run)."""
-    total: dict[str, Any] = {
-        "requests": 0,
-        "retries": 0,
-        "rate_limited_429": 0,
-        "by_status": {},
-        "by_kind": {},
-    }
-    for snap in snapshots:
-        for key in ("requests", "retries", "rate_limited_429"):
-            total[key] += snap.get(key, 0)
-        for key in ("by_status", "by_kind"):
-            for name, n in snap.get(key, {}).items():
-                total[key][name] = total[key].get(name, 0) + n
-    total["by_status"] = dict(sorted(total["by_status"].items()))
-    total["by_kind"] = dict(sorted(total["by_kind"].items()))
-    return total
-
-
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """Retry-After as seconds; accepts delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
     if not value:

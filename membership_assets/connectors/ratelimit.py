@@ -38,6 +38,8 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        start_share: float = 1.0,
+        start_seconds: float = 10.0,
     ):
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -49,7 +51,10 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._tat = clock()  # theoretical arrival time of the next request
-        self._current = self.rate
+        # Slow start: connections are being opened in the first seconds, and the jitter that
+        # adds would draw a 429 from a strict window; ramp up to the full rate meanwhile.
+        self._current = self.rate * min(1.0, start_share)
+        self._start_ramp = (1.0 - min(1.0, start_share)) / max(start_seconds, 1e-9)
         self._ceiling: float | None = None  # the slowest rate that drew a 429 lately
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
@@ -141,6 +146,7 @@ class RateLimiter:
             self._last_probe = now
         target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * MARGIN)
         if self._current < target:
-            gained = (now - self._last_adjust) * RECOVER_PER_SECOND * self.rate
+            slope = RECOVER_PER_SECOND if self.slowdowns else min(RECOVER_PER_SECOND, self._start_ramp)
+            gained = (now - self._last_adjust) * slope * self.rate
             self._current = min(target, self._current + gained)
         self._last_adjust = now
