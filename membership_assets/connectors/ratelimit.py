@@ -22,6 +22,11 @@ from collections.abc import Callable
 
 DECREASE = 0.8  # rate kept after a 429
 MARGIN = 0.95  # share of the rate that drew a 429 to recover to
+# A 429 whose Retry-After is long (a limiter that blocks everything, say for 10 s) costs far more
+# than running a little slower: recover to less of that rate, and probe higher in smaller steps.
+EXPENSIVE_PAUSE_SECONDS = 2.0
+EXPENSIVE_MARGIN = 0.9
+EXPENSIVE_PROBE_STEP = 1.02
 RECOVER_PER_SECOND = 0.02  # share of the nominal rate regained per calm second
 PROBE_AFTER_SECONDS = 120.0  # calm time after which the remembered ceiling is raised a step
 COOLDOWN_SECONDS = 1.0  # 429s this soon after a slowdown answer requests sent before it
@@ -56,6 +61,7 @@ class RateLimiter:
         self._current = self.rate * min(1.0, start_share)
         self._start_ramp = (1.0 - min(1.0, start_share)) / max(start_seconds, 1e-9)
         self._ceiling: float | None = None  # the slowest rate that drew a 429 lately
+        self._expensive = False  # a 429 came with a long pause
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
         # The last sends, one "second" worth of them at the nominal rate.
@@ -131,6 +137,7 @@ class RateLimiter:
             now = self._clock()
             # Requests already in flight at the old rate report the same excess: count it once.
             if self.slowdowns == 0 or now - self._last_429 > COOLDOWN_SECONDS:
+                self._expensive |= (retry_after or 0.0) > EXPENSIVE_PAUSE_SECONDS
                 self._ceiling = min(self._ceiling or self.rate, self._current)
                 self._current = max(self.rate * MIN_SHARE, self._current * DECREASE)
                 self.slowdowns += 1
@@ -142,9 +149,11 @@ class RateLimiter:
     def _recover(self, now: float) -> None:
         if self._ceiling is not None and now - self._last_probe > PROBE_AFTER_SECONDS:
             # Long calm: whoever shared the budget may have gone; try a step higher.
-            self._ceiling = min(self.rate / MARGIN, self._ceiling / MARGIN)
+            step = EXPENSIVE_PROBE_STEP if self._expensive else 1 / MARGIN
+            self._ceiling = min(self.rate / MARGIN, self._ceiling * step)
             self._last_probe = now
-        target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * MARGIN)
+        margin = EXPENSIVE_MARGIN if self._expensive else MARGIN
+        target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * margin)
         if self._current < target:
             slope = RECOVER_PER_SECOND if self.slowdowns else min(RECOVER_PER_SECOND, self._start_ramp)
             gained = (now - self._last_adjust) * slope * self.rate
