@@ -155,10 +155,14 @@ def test_slow_start_ramps_up_to_the_full_rate_within_seconds():
     assert t.now < 11 + 100.3  # the ramp cost a fraction of a second, not a share of the run
 
 
-def test_a_429_with_a_long_block_recovers_to_a_safer_pace():
+def test_a_429_with_a_long_block_probes_higher_only_in_small_steps():
     t = FakeTime()
     limiter = RateLimiter(4, clock=t.clock, sleep=t.sleep)
     limiter.rate_limited(10.0)  # a strict window: everything blocked for 10 s
     for _ in range(300):
         limiter.acquire()
-    assert limiter.current_rate == pytest.approx(0.9 * 4)
+    assert limiter.current_rate == pytest.approx(0.95 * 4)
+    t.now += 200  # calm: probe, but a 10 s block costs far more than 2% of the pace
+    for _ in range(300):
+        limiter.acquire()
+    assert limiter.current_rate == pytest.approx(0.95 * 4 * 1.02)

@@ -23,9 +23,8 @@ from collections.abc import Callable
 DECREASE = 0.8  # rate kept after a 429
 MARGIN = 0.95  # share of the rate that drew a 429 to recover to
 # A 429 whose Retry-After is long (a limiter that blocks everything, say for 10 s) costs far more
-# than running a little slower: recover to less of that rate, and probe higher in smaller steps.
+# than running a little slower: after one, probe higher only in small steps.
 EXPENSIVE_PAUSE_SECONDS = 2.0
-EXPENSIVE_MARGIN = 0.9
 EXPENSIVE_PROBE_STEP = 1.02
 RECOVER_PER_SECOND = 0.02  # share of the nominal rate regained per calm second
 PROBE_AFTER_SECONDS = 120.0  # calm time after which the remembered ceiling is raised a step
@@ -152,8 +151,7 @@ class RateLimiter:
             step = EXPENSIVE_PROBE_STEP if self._expensive else 1 / MARGIN
             self._ceiling = min(self.rate / MARGIN, self._ceiling * step)
             self._last_probe = now
-        margin = EXPENSIVE_MARGIN if self._expensive else MARGIN
-        target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * margin)
+        target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * MARGIN)
         if self._current < target:
             slope = RECOVER_PER_SECOND if self.slowdowns else min(RECOVER_PER_SECOND, self._start_ramp)
             gained = (now - self._last_adjust) * slope * self.rate
