@@ -80,6 +80,7 @@ def local_resources() -> dict[str, Any]:
             rate_limit=local_rate_limit(),
             checkpoint_path=str(state / "checkpoints" / "action_builder.sqlite"),
             reports_dir=str(state / "reports"),
+            **action_builder_names(),
         ),
         "email": FileOutboxEmail(directory=str(state / "outbox"), from_address="membership-sync@localhost"),
         "recipients": Recipients(
@@ -124,6 +125,23 @@ def _url(name: str, default: str) -> Any:
     return dg.EnvVar(name) if os.getenv(name) else default
 
 
+# The campaign's own names for what tag hygiene reads (the scan checks them against its catalog).
+ACTION_BUILDER_NAME_VARIABLES = {
+    "unit_field": "ACTION_BUILDER_UNIT_FIELD",
+    "membership_type_field": "ACTION_BUILDER_TYPE_FIELD",
+    "membership_status_field": "ACTION_BUILDER_STATUS_FIELD",
+    "unit_connection_type": "ACTION_BUILDER_CONNECTION_TYPE",
+    "unit_entity_type": "ACTION_BUILDER_UNIT_ENTITY_TYPE",
+}
+
+
+def action_builder_names() -> dict[str, str]:
+    """Field, connection type and entity type names set by environment variable (else defaults)."""
+    return {
+        field: os.environ[var] for field, var in ACTION_BUILDER_NAME_VARIABLES.items() if var in os.environ
+    }
+
+
 def production_resources() -> dict[str, Any]:
     state = state_dir()
     return {
@@ -133,6 +151,7 @@ def production_resources() -> dict[str, Any]:
             rate_limit=float(os.getenv("ACTION_BUILDER_RATE_LIMIT", "4")),
             checkpoint_path=str(state / "checkpoints" / "action_builder.sqlite"),
             reports_dir=str(state / "reports"),
+            **action_builder_names(),
         ),
         "email": SendGridEmail(
             api_key=dg.EnvVar("SENDGRID_API_KEY_PASSWORD"),

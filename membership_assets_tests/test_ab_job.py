@@ -167,8 +167,11 @@ def test_incremental_run_starts_from_the_last_successful_run(defs, instance, ab_
     second = run_job(defs, instance, mode="incremental")
     scan2 = second.output_for_node("action_builder_campaign", "ab_scan")
     since2 = datetime.fromisoformat(scan2["since"])
+    # From when the last successful scan itself started (recorded on ab_scan), minus the overlap.
+    scan_start = datetime.fromisoformat(scan["scan_started_at"])
     run_start = datetime.fromtimestamp(instance.get_run_record_by_id(first.run_id).start_time, UTC)
-    assert since2 == run_start - timedelta(minutes=60)
+    assert run_start <= scan_start < run_start + timedelta(seconds=30)
+    assert since2 == scan_start - timedelta(minutes=60)
     people = second.output_for_node("action_builder_campaign", "ab_people")
     assert touched in set(people["person_id"])
     assert set(people["person_id"]) == ab_sim.data.modified_since(since2)

@@ -9,7 +9,7 @@ import pytest
 from membership_assets.action_builder.checkpoint import ScanCheckpoint
 from membership_assets.action_builder.client import ActionBuilderClient
 from membership_assets.action_builder.rules import FieldNames, evaluate
-from membership_assets.action_builder.scan import CampaignScanner, ScanAborted
+from membership_assets.action_builder.scan import SAMPLE_SIZE, CampaignScanner, ScanAborted
 from membership_assets.connectors.errors import AuthError, ServerError
 
 
@@ -87,7 +87,9 @@ def test_full_scans_read_connections_per_unit_and_order_sensitive_people_per_per
     assert ordered
     # One listing per order-sensitive person; everyone else came with their units' listings.
     per_unit_pages = snap.requests["by_kind"]["unit_connections_page"]
-    assert ab_sim.requests.by_route["connections"] == len(ordered) + per_unit_pages
+    # Plus a fixed sample of people read one by one to check the per-unit listings.
+    assert len(snap.cross_checked) == SAMPLE_SIZE
+    assert ab_sim.requests.by_route["connections"] == len(ordered | set(snap.cross_checked)) + per_unit_pages
 
 
 def test_an_unreadable_unit_connection_falls_back_to_per_person_reads(ab_sim):

@@ -12,13 +12,21 @@ from pydantic import Field
 
 from .. import pools
 from ..metadata import md_preview
-from ..notify.resources import Attachment, EmailSender, Recipients
+from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
-from .cleanup import execute_deletions, merge_outcomes
+from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
 from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
 from .resources import ActionBuilderResource
-from .rules import REPORT_COLUMNS, Mismatch, PlannedDeletion, evaluate, plan_deletions, report_rows
+from .rules import (
+    REPORT_COLUMNS,
+    REPORT_NAME_COLUMNS,
+    Mismatch,
+    PlannedDeletion,
+    evaluate,
+    plan_deletions,
+    report_rows,
+)
 
 GROUP = "action_builder"
 KIND = {"dagster/kind/actionbuilder": ""}
@@ -46,21 +54,38 @@ class ScanConfig(dg.Config):
     )
 
 
+SCAN_STARTED_AT = "scan_started_at"  # ab_scan metadata: when the scan's first read began
+
+
 def resolve_since(context: dg.AssetExecutionContext, config: ScanConfig) -> datetime | None:
-    """Incremental starting point: explicit, else last successful run (minus overlap), else a day ago."""
+    """Incremental starting point: explicit, else when the last successful scan started (minus
+    overlap), else a day ago.
+
+    The last scan is the latest ``ab_scan`` materialization, whatever job launched it (the
+    asset graph's ``__ASSET_JOB`` is shared with every other asset) and however often its run
+    was re-executed: its own recorded start, not a run's.
+    """
     if config.mode == "full":
         return None
     if config.since:
-        since = datetime.fromisoformat(config.since.replace("Z", "+00:00"))
-        return since if since.tzinfo else since.replace(tzinfo=UTC)
-    records = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=context.job_name, statuses=[dg.DagsterRunStatus.SUCCESS]),
-        limit=1,
-    )
-    if records and records[0].start_time:
-        last = datetime.fromtimestamp(records[0].start_time, tz=UTC)
+        return _aware(datetime.fromisoformat(config.since.replace("Z", "+00:00")))
+    last = last_scan_started_at(context.instance)
+    if last is not None:
         return last - timedelta(minutes=config.overlap_minutes)
     return datetime.now(UTC) - timedelta(days=1)
+
+
+def last_scan_started_at(instance: dg.DagsterInstance) -> datetime | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey("ab_scan"))
+    materialization = event.asset_materialization if event is not None else None
+    entry = materialization.metadata.get(SCAN_STARTED_AT) if materialization is not None else None
+    if entry is None:
+        return None
+    return _aware(datetime.fromisoformat(str(entry.value)))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dg.multi_asset(
@@ -120,13 +145,16 @@ def action_builder_campaign(
         "people": persons,
         "judged": len(snap.judged_person_ids),
         "quarantined": len(snap.quarantined),
-        "requests": req["requests"],
+        "requests": req["requests"],  # every attempt of this logical run
         "rate_limited_429": req["rate_limited_429"],
         "retries": req["retries"],
+        "attempt_requests": snap.attempt_requests.get("requests", req["requests"]),
         "seconds": round(snap.seconds, 3),
         "requests_by_kind": req["by_kind"],
         "resumed_items": snap.resumed_items,
         "campaign_id": client.campaign_id,
+        "notes": "; ".join(snap.notes) or None,
+        SCAN_STARTED_AT: datetime.fromtimestamp(snap.first_started_at or snap.started_at, tz=UTC).isoformat(),
     }
     context.log.info(
         f"scan done: {persons} people ({summary['judged']} judged) in {snap.seconds:.1f}s with "
@@ -279,7 +307,8 @@ def membership_mismatches(
         "current_unit_name",
         "current_membership_type",
         "reasons",
-    ]
+        "browser_url",
+    ]  # no names: run history keeps metadata for good
     yield dg.Output(
         frame,
         "membership_mismatches",
@@ -344,7 +373,8 @@ def _mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
 def report_csv(mismatches: pd.DataFrame) -> tuple[bytes, int]:
     rows = report_rows(_mismatches_from_frame(mismatches))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    # CRLF (RFC 4180) also makes the writer quote a value holding a lone carriage return.
+    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode(), len(rows)
@@ -363,29 +393,45 @@ def mismatch_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     context.log.info(f"mismatch report: {rows} rows -> {path}")
+    # Run history keeps the preview for good: no names in it (the CSV file has them).
     preview = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False).head(15)
+    shown = [c for c in REPORT_COLUMNS if c not in REPORT_NAME_COLUMNS]
     return dg.Output(
         str(path),
         metadata={
             "dagster/row_count": rows,
             "path": dg.MetadataValue.path(str(path)),
-            "preview": md_preview(preview),
+            "preview": md_preview(preview, shown, empty="no mismatches"),
         },
+    )
+
+
+class ReportEmailConfig(dg.Config):
+    """A run launched by hand to look at results need not email the organizers."""
+
+    send: bool = Field(default=True, description="false: write the CSV but do not email it.")
+    recipients: Optional[str] = Field(
+        default=None,
+        description="Comma-separated recipients instead of REPORT_RECIPIENTS (e.g. yourself, for a test).",
     )
 
 
 @dg.asset(group_name=GROUP, tags={"dagster/kind/email": ""}, pool=pools.ACTION_BUILDER)
 def mismatch_report_email(
     context: dg.AssetExecutionContext,
+    config: ReportEmailConfig,
     email: EmailSender,
     recipients: Recipients,
     mismatch_report: str,
     ab_scan: dict,
 ) -> dg.MaterializeResult:
     """Email the CSV to the configured recipients (SendGrid in production, outbox locally)."""
-    to = recipients.tag_report_list
+    to = split_addresses(config.recipients) if config.recipients else recipients.tag_report_list
     content = Path(mismatch_report).read_bytes()
     rows = max(content.count(b"\n") - 1, 0)
+    if not config.send:
+        context.log.info("report not emailed: the run config says send: false")
+        return dg.MaterializeResult(metadata={"sent": False, "rows": rows, "reason": "send: false"})
     if not to:
         context.log.warning("no report recipients configured (REPORT_RECIPIENTS); report not emailed")
         return dg.MaterializeResult(metadata={"sent": False, "rows": rows})
@@ -402,10 +448,18 @@ def mismatch_report_email(
         f"unit connection; the attached CSV lists the correct values.\n"
         f"Inactive members are not listed. Run: {context.run.run_id}\n"
     )
+    if ab_scan.get("notes"):
+        body += f"\nNote: {ab_scan['notes']}\n"
     message_id = email.send(to, subject, body, (Attachment(Path(mismatch_report).name, content, "text/csv"),))
     context.log.info(f"report emailed to {len(to)} recipients: {message_id}")
     return dg.MaterializeResult(
-        metadata={"sent": True, "recipients": len(to), "rows": rows, "message": message_id}
+        metadata={
+            "sent": True,
+            "recipients": len(to),
+            "recipients_from_run_config": bool(config.recipients),
+            "rows": rows,
+            "message": message_id,
+        }
     )
 
 
@@ -441,26 +495,35 @@ def outdated_tagging_deletions(
 ) -> dg.Output[pd.DataFrame]:
     """Delete the outdated taggings found in this run; one audit row per planned deletion."""
     plan = from_frame(PlannedDeletion, planned_tag_deletions)
+    run = run_identity(context)
+    earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
+    earlier_rows = earlier[DELETION_COLUMNS].to_dict("records") if len(earlier) else []
+
+    def audit(outcomes: list[DeletionOutcome]) -> pd.DataFrame:
+        """Durably record this logical run's deletions (earlier attempts' outcomes merged in)."""
+        rows = [{**o.as_row(), "attempt_run_id": run.attempt_run_id} for o in outcomes]
+        if earlier_rows:  # a re-execution: earlier attempts' deletions stay theirs
+            rows = merge_outcomes(earlier_rows, rows)
+        frame = pd.DataFrame(rows, columns=DELETION_COLUMNS)
+        record(warehouse, "ab_tagging_deletions", frame, run)
+        return frame
+
     client = None if config.dry_run or not plan else action_builder.open_client(log=context.log)
     try:
+        # Live: every DELETE's intent is in the warehouse before it is sent (see execute_deletions).
         outcomes = execute_deletions(
             client,
             plan,
             dry_run=config.dry_run,
             max_deletions=config.max_deletions,
             workers=action_builder.workers,
+            journal=audit,
         )
     finally:
         if client is not None:
             client.api.close()
-    run = run_identity(context)
-    rows = [{**o.as_row(), "attempt_run_id": run.attempt_run_id} for o in outcomes]
-    earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
-    if len(earlier):  # a re-execution: this logical run's audit includes what earlier attempts did
-        rows = merge_outcomes(earlier[DELETION_COLUMNS].to_dict("records"), rows)
-    frame = pd.DataFrame(rows, columns=DELETION_COLUMNS)
-    # The audit trail is written before anything can fail the step.
-    record(warehouse, "ab_tagging_deletions", frame, run)
+    # The final audit is written before anything can fail the step.
+    frame = audit(outcomes)
     counts = frame.loc[frame["attempt_run_id"] == run.attempt_run_id, "action"].value_counts().to_dict()
     context.log.info(
         f"tag cleanup ({'dry run' if config.dry_run else 'live'}): {counts or 'nothing planned'}"

@@ -2,7 +2,10 @@
 
 A full scan of ~14K people at 4 requests/second takes about 16 minutes. Every fetched page and
 every per-person answer is kept in a small SQLite file under a scan key (the Dagster root run
-id, so "re-execute from failure" resumes and a fresh scheduled run starts clean).
+id, so "re-execute from failure" resumes and a fresh scheduled run starts clean). Each answer is
+committed as it arrives (WAL: a commit survives the process being killed), so a resumed scan
+refetches only what was in flight; each attempt's request counts are kept alongside, so the
+logical scan's cost adds up every attempt.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ CREATE TABLE IF NOT EXISTS scan_items (
 class ScanCheckpoint:
     """Thread-safe key/value store of fetched results for one scan."""
 
-    def __init__(self, path: str | Path, scan_key: str, *, flush_every: int = 200, cipher: Any = None):
+    def __init__(self, path: str | Path, scan_key: str, *, flush_every: int = 1, cipher: Any = None):
         self.path = Path(path)
         # Pages carry people's names: with a cipher (Fernet) they are encrypted at rest.
         self._cipher = cipher
@@ -41,8 +46,11 @@ class ScanCheckpoint:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, str, str, str, float]] = []
         self._reused: set[tuple[str, int]] = set()
+        self._attempt = uuid.uuid4().hex
+        self._stats: Callable[[], dict[str, Any]] | None = None
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
         self._db.execute(_SCHEMA)
         self._db.commit()
 
@@ -78,12 +86,44 @@ class ScanCheckpoint:
         with self._lock:
             self._flush_locked()
 
+    def track_requests(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Save this attempt's request counts (``stats()``) with every flush."""
+        self._stats = stats
+
+    def earlier_requests(self) -> list[dict[str, Any]]:
+        """Request counts of this scan's earlier attempts (crashed or failed)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT payload FROM scan_items WHERE scan_key = ? AND kind = 'requests' AND item_key != ?",
+                (self.scan_key, self._attempt),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     def _flush_locked(self) -> None:
         if not self._pending:
             return
+        if self._stats is not None:
+            now = time.time()
+            self._pending.append((self.scan_key, "requests", self._attempt, json.dumps(self._stats()), now))
         self._db.executemany("INSERT OR REPLACE INTO scan_items VALUES (?, ?, ?, ?, ?)", self._pending)
         self._db.commit()
         self._pending.clear()
+
+    def first_started_at(self, now: float) -> float:
+        """When the first attempt of this scan began (``now`` on a first attempt, saved at once)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payload FROM scan_items WHERE scan_key = ? AND kind = 'meta' AND item_key = 'started_at'",
+                (self.scan_key,),
+            ).fetchone()
+            if row is not None:
+                return float(json.loads(row[0]))
+            self._db.execute(
+                "INSERT INTO scan_items VALUES (?, 'meta', 'started_at', ?, ?)",
+                (self.scan_key, json.dumps(now), now),
+            )
+            self._db.commit()
+            return now
 
     def note_reused(self, kind: str, page: int) -> None:
         with self._lock:

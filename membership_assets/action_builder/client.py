@@ -25,6 +25,11 @@ from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
 
 PER_PAGE_MAX = 25
+# Pace just under the documented limit: a strict sliding-window limiter counts arrival times,
+# which jitter by milliseconds, so requests spaced exactly 1/rate apart would draw a 429 now and
+# then. 0.3% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
+PACING_SHARE = 0.997
+START_SHARE = 0.95  # the first 10 s ramp up from 95% while connections are opened
 NATIVE_PREFIX = "action_builder:"
 
 # Embedded keys: OSDI-defined resources use "osdi:", Action Builder's own use "action_builder:".
@@ -33,6 +38,8 @@ KEY_TAGS = "osdi:tags"
 KEY_TAGGINGS = "osdi:taggings"
 KEY_CONNECTIONS = "action_builder:connections"
 KEY_CAMPAIGNS = "action_builder:campaigns"
+KEY_CONNECTION_TYPES = "action_builder:connection_types"
+KEY_ENTITY_TYPES = "action_builder:entity_types"
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,7 @@ class ActionBuilderClient:
             name="action_builder",
             base_url=base_url,
             headers={"OSDI-API-Token": api_token, "Content-Type": "application/json"},
-            limiter=RateLimiter(rate_limit),
+            limiter=RateLimiter(rate_limit * PACING_SHARE, start_share=START_SHARE),
             max_attempts=max_attempts,
             timeout=timeout,
             log=log,
@@ -344,6 +351,14 @@ class ActionBuilderClient:
             cache=cache,
             progress=progress,
         )
+
+    def list_connection_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
+        return self.fetch_all(
+            self._c("/connection_types"), KEY_CONNECTION_TYPES, kind="connection_types", cache=cache
+        )
+
+    def list_entity_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
+        return self.fetch_all(self._c("/entity_types"), KEY_ENTITY_TYPES, kind="entity_types", cache=cache)
 
     def get_entity(self, entity_id: str) -> dict[str, Any]:
         body = self.api.request_json("GET", self._c(f"/people/{entity_id}"), kind="entity")

@@ -92,6 +92,8 @@ REPORT_COLUMNS = [
     "mismatch_reasons",
     "action_builder_url",
 ]
+# Personal data in the CSV: organizers need it, run history (metadata previews) must not keep it.
+REPORT_NAME_COLUMNS = ("first_name", "last_name")
 
 
 def _clean(value: str | None) -> str | None:
@@ -208,8 +210,23 @@ def evaluate(
     return result
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: OWASP's escape (a leading ``'``) for formula triggers.
+
+    Ordinary values are unchanged; the csv module quotes any value holding a quote or separator.
+    """
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
 def report_rows(mismatches: Iterable[Mismatch]) -> list[dict[str, str]]:
-    """The emailed CSV: active members only, the correct values, no internal tagging ids."""
+    """The emailed CSV: active members only, the correct values, no internal tagging ids.
+
+    Every cell is escaped against formula injection (names and tag values are typed by people).
+    """
     rows = [
         {
             "uuid": m.person_id,
@@ -228,7 +245,7 @@ def report_rows(mismatches: Iterable[Mismatch]) -> list[dict[str, str]]:
         if not m.inactive
     ]
     rows.sort(key=lambda r: (r["unit_name"], r["last_name"], r["first_name"], r["uuid"]))
-    return rows
+    return [{k: csv_cell(v) for k, v in r.items()} for r in rows]
 
 
 def plan_deletions(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[PlannedDeletion]:

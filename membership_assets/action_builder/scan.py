@@ -21,6 +21,7 @@ too many quarantines abort the scan, since that points at a systemic problem.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -53,8 +54,16 @@ CONNECTION_STRATEGIES = ("auto", "per_person", "per_unit")
 logger = logging.getLogger(__name__)
 
 
+SAMPLE_SIZE = 10  # people read one by one to check per-unit connection listings
+MIN_JUDGED_OF_EXPECTED = 0.5  # judged share below half the sample's share aborts the scan
+
+
 class ScanAborted(RuntimeError):
     """Too much of the campaign could not be read to trust any conclusion drawn from it."""
+
+
+class CatalogMismatch(ScanAborted):
+    """The configured field, connection type or entity type names are not the campaign's."""
 
 
 @dataclass
@@ -74,6 +83,10 @@ class CampaignSnapshot:
     resumed_items: int = 0
     strategy_costs: dict[str, int] = field(default_factory=dict)
     connections_strategy: str = "per_person"
+    notes: list[str] = field(default_factory=list)
+    cross_checked: list[str] = field(default_factory=list)  # people read one by one as a check
+    first_started_at: float | None = None  # the first attempt's start, for a resumed scan
+    attempt_requests: dict[str, Any] = field(default_factory=dict)  # this attempt's alone
 
     @property
     def people(self) -> list[Person]:
@@ -138,6 +151,11 @@ class CampaignScanner:
         self.progress_every = progress_every
         self.quarantined: dict[str, str] = {}
         self.resumed = 0
+        self.notes: list[str] = []
+        # (share of sampled people with a unit connection, sample size), when per-unit reads ran
+        self.sample_expectation: tuple[float, int] | None = None
+        self._own_connections: dict[str, list[Connection]] = {}
+        self.cross_checked: list[str] = []
         self._lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------------
@@ -146,6 +164,11 @@ class CampaignScanner:
         with self._lock:
             self.quarantined.setdefault(person_id, reason)
         self.log.warning(f"quarantined person {person_id}: {reason}")
+
+    def _note(self, message: str) -> None:
+        """Something the run's summary must say (e.g. a fallback), not only the log."""
+        self.notes.append(message)
+        self.log.warning(message)
 
     def _check_quarantine(self, population: int) -> None:
         limit = max(self.max_quarantined, math.floor(self.max_quarantined_fraction * population))
@@ -213,108 +236,171 @@ class CampaignScanner:
     def scan(
         self, *, since: datetime | None = None, strategy: str = "auto", connections: str = "auto"
     ) -> CampaignSnapshot:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if connections not in CONNECTION_STRATEGIES:
-            raise ValueError(f"connections must be one of {CONNECTION_STRATEGIES}, got {connections!r}")
-        if connections == "per_unit" and since is not None:
-            raise ValueError("per-unit connection reads need a full scan: only it lists every unit")
+        """Read what tag hygiene needs, in named steps; see the module docstring for why so."""
+        _check_options(since, strategy, connections)
         started = time.time()
+        # A resumed scan's data dates from its first attempt: changes are read since then.
+        first_started = self.cp.first_started_at(started) if self.cp else started
+        earlier_requests = self.cp.earlier_requests() if self.cp else []
+        if self.cp:
+            self.cp.track_requests(self.client.stats.snapshot)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ab-scan") as pool:
 
             def map_fn(fn, xs):
                 return pool.map(fn, xs)
 
-            people_cache = self._page_cache("people")
-            raw_entities = self.client.list_people(
-                since,
-                map_fn=map_fn,
-                cache=people_cache,
-                progress=Progress(self.log, "people pages", every=self.progress_every),
-            )
-            self.log.info(
-                f"listed {len(raw_entities)} entities" + (f" modified since {since}" if since else "")
-            )
-
-            entities: list[Person] = []
-            known_units: dict[str, Unit] = {}
-            for raw in raw_entities:
-                try:
-                    entity = person_from_api(raw)
-                except RecordError as exc:
-                    self._quarantine(native_id(raw) or "<no id>", f"unreadable entity: {exc}")
-                    continue
-                entities.append(entity)
-                if not entity.is_person:
-                    known_units[entity.person_id] = unit_from_api(raw)
+            catalog = self._read_and_verify_catalog(map_fn)
+            entities, units = self._read_entities(map_fn, since)
             persons = [e for e in entities if e.is_person]
-
             by_person, conn_mode = self._unit_connections(pool, map_fn, persons, entities, since, connections)
-            connections_read = [c for pid in sorted(by_person) for c in by_person[pid]]
-            source: dict[str, Connection] = {}
-            for pid, conns in by_person.items():
-                active = [c for c in conns if not c.inactive]
-                if len(active) < 2:  # active in two units: not judged, so nothing to read
-                    source[pid] = (active or sorted(conns, key=lambda c: c.position))[0]
+            source = _source_connections(by_person)
             self._check_quarantine(len(persons))
-
-            missing_units = sorted(
-                {c.other_id for c in source.values() if c.other_id and c.other_id not in known_units}
-            )
-            raw_units = self._fetch_each(
-                pool, "units", missing_units, self.client.get_entity, lambda _uid: []
-            )
-            for uid, raw in raw_units.items():
-                if raw is not None:
-                    try:
-                        known_units[uid] = unit_from_api(raw)
-                    except RecordError as exc:
-                        self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
-
-            tags = self.client.list_tags(map_fn=map_fn, cache=self._page_cache("tags"))
-            catalog = _tag_catalog(tags)
+            self._read_missing_units(pool, source, units)
             judged = [pid for pid in source if pid not in self.quarantined]
-            relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
-
-            tag_caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
-            chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, tag_caches)
-            taggings: list[Tagging] | None = None
-            if chosen == "per_tag":
-                taggings = self._taggings_per_tag(relevant_tags, map_fn, tag_caches)
-                if taggings is None:
-                    chosen = "per_person"
-            if taggings is None:
-                taggings = self._taggings_per_person(pool, judged, source)
+            taggings, chosen, costs = self._read_taggings(pool, map_fn, strategy, catalog, judged, source)
             self._check_quarantine(len(persons))
 
         judged = [pid for pid in judged if pid not in self.quarantined]
-        wanted_items = {("person", pid) for pid in judged} | {
-            ("connection", source[pid].connection_id) for pid in judged
-        }
-        by_key = {(t["field"], t["name"]): t["tag_id"] for t in catalog if t["unique"]}
-        kept = [
-            t if t.tag_id else _with_tag_id(t, by_key.get((t.field, t.value)))
-            for t in taggings
-            if t.field in self.names.tag_fields and (t.item_type, t.item_id) in wanted_items
-        ]
-        kept.sort(key=lambda t: (t.item_type, t.item_id, t.tagging_id))
+        self._check_judged(len(persons), judged, conn_mode)
         return CampaignSnapshot(
             since=since,
             strategy=chosen,
             entities=entities,
-            units=known_units,
-            connections=connections_read,
-            taggings=kept,
+            units=units,
+            connections=[c for pid in sorted(by_person) for c in by_person[pid]],
+            taggings=_membership_taggings(taggings, catalog, judged, source, self.names),
             tags=catalog,
             quarantined=dict(self.quarantined),
             judged_person_ids=judged,
             started_at=started,
             finished_at=time.time(),
-            requests=self.client.stats.snapshot(),
+            # The logical scan's cost: every attempt's requests, not only this one's.
+            requests=add_request_stats([*earlier_requests, self.client.stats.snapshot()]),
+            attempt_requests=self.client.stats.snapshot(),
             resumed_items=self.resumed + (self.cp.reused_pages if self.cp else 0),
             strategy_costs=costs,
             connections_strategy=conn_mode,
+            notes=list(self.notes),
+            cross_checked=list(self.cross_checked),
+            first_started_at=first_started,
         )
+
+    # -- step 1: the campaign's catalog must know the names the rules rely on ----------------------
+
+    def _read_and_verify_catalog(self, map_fn) -> list[dict[str, Any]]:
+        """Tag catalog, connection types and entity types; fail naming what exists on a mismatch.
+
+        A misspelt connection type ("people + units") or unit entity type would otherwise make
+        the scan find no unit connections and "succeed" judging nobody.
+        """
+        tags = self.client.list_tags(map_fn=map_fn, cache=self._page_cache("tags"))
+        catalog = _tag_catalog(tags)
+        problems = []
+        fields = {t["field"] for t in catalog if t["field"]}
+        for configured in self.names.tag_fields:
+            if configured and configured not in fields:
+                problems.append(_missing("tag field", configured, fields))
+        connection_types = {
+            n
+            for raw in self.client.list_connection_types(cache=self._page_cache("connection_types"))
+            for n in _type_names(raw)
+        }
+        if self.names.connection_type not in connection_types:
+            problems.append(_missing("connection type", self.names.connection_type, connection_types))
+        entity_types = {
+            n
+            for raw in self.client.list_entity_types(cache=self._page_cache("entity_types"))
+            for n in _entity_type_names(raw)
+        }
+        if self.names.unit_entity_type.lower() not in {n.lower() for n in entity_types}:
+            problems.append(_missing("unit entity type", self.names.unit_entity_type, entity_types))
+        if problems:
+            raise CatalogMismatch(
+                "the campaign does not match the configured names, so nobody could be judged: "
+                + "; ".join(problems)
+                + ". Set ACTION_BUILDER_UNIT_FIELD / _TYPE_FIELD / _STATUS_FIELD / _CONNECTION_TYPE / "
+                "_UNIT_ENTITY_TYPE to the campaign's names."
+            )
+        return catalog
+
+    # -- step 2: people and units (one listing holds every entity type) -------------------------
+
+    def _read_entities(self, map_fn, since: datetime | None) -> tuple[list[Person], dict[str, Unit]]:
+        raw_entities = self.client.list_people(
+            since,
+            map_fn=map_fn,
+            cache=self._page_cache("people"),
+            progress=Progress(self.log, "people pages", every=self.progress_every),
+        )
+        self.log.info(f"listed {len(raw_entities)} entities" + (f" modified since {since}" if since else ""))
+        entities: list[Person] = []
+        units: dict[str, Unit] = {}
+        for raw in raw_entities:
+            try:
+                entity = person_from_api(raw)
+            except RecordError as exc:
+                self._quarantine(native_id(raw) or "<no id>", f"unreadable entity: {exc}")
+                continue
+            entities.append(entity)
+            if not entity.is_person:
+                units[entity.person_id] = unit_from_api(raw)
+        return entities, units
+
+    # -- step 4: units an incremental listing did not include ------------------------------------
+
+    def _read_missing_units(self, pool, source: dict[str, Connection], units: dict[str, Unit]) -> None:
+        missing = sorted({c.other_id for c in source.values() if c.other_id and c.other_id not in units})
+        raw_units = self._fetch_each(pool, "units", missing, self.client.get_entity, lambda _uid: [])
+        for uid, raw in raw_units.items():
+            if raw is None:
+                continue
+            try:
+                units[uid] = unit_from_api(raw)
+            except RecordError as exc:
+                self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
+
+    # -- step 5: membership taggings, per tag or per person ---------------------------------------
+
+    def _read_taggings(
+        self,
+        pool,
+        map_fn,
+        strategy: str,
+        catalog: list[dict[str, Any]],
+        judged: list[str],
+        source: dict[str, Connection],
+    ) -> tuple[list[Tagging], str, dict[str, int]]:
+        relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
+        caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
+        chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, caches)
+        if chosen == "per_tag":
+            taggings = self._taggings_per_tag(relevant_tags, map_fn, caches)
+            if taggings is not None:
+                return taggings, chosen, costs
+            chosen = "per_person"
+        return self._taggings_per_person(pool, judged, source), chosen, costs
+
+    # -- step 6: a scan that judged nobody (or far too few) is not a success ----------------------
+
+    def _check_judged(self, persons: int, judged: list[str], conn_mode: str) -> None:
+        if persons and not judged and persons < SAMPLE_SIZE:
+            # A handful of recently modified people may well all be non-members: say so.
+            self._note(f"none of the {persons} people read has a unit connection; nobody judged")
+        elif persons and not judged:
+            raise ScanAborted(
+                f"read {persons} people but judged none: no unit connections of type "
+                f"{self.names.connection_type!r} were found (connections read {conn_mode}). "
+                "Refusing to report success on a scan that compared nothing."
+            )
+        if self.sample_expectation is not None and persons >= SAMPLE_SIZE:
+            share, sampled = self.sample_expectation
+            if len(judged) < persons * share * MIN_JUDGED_OF_EXPECTED:
+                raise ScanAborted(
+                    f"judged {len(judged)} of {persons} people, far fewer than the "
+                    f"{share:.0%} with a unit connection among {sampled} people read one by one"
+                )
+
+    # -- unit connections -------------------------------------------------------------------------
 
     def _unit_connections(
         self,
@@ -329,7 +415,10 @@ class CampaignScanner:
 
         A connection is one object seen from both ends, so a unit's connection listing holds all
         its members' connections, 25 per page, instead of one request per person. Only a full
-        listing names every unit, so incremental scans read per person.
+        listing names every unit, so incremental scans read per person. Whether a unit's listing
+        really shows every member's connection with the same label is not documented, so the
+        per-unit result is checked against a sample of people read one by one; on disagreement
+        everyone is read per person.
         """
         units = [
             e.person_id
@@ -343,6 +432,14 @@ class CampaignScanner:
         if mode == "per_person":
             return self._connections_per_person(pool, wanted), mode
         found = self._connections_per_unit(map_fn, units, set(wanted))
+        if found is not None:
+            disagreement = self._cross_check_sample(pool, found, wanted)
+            if disagreement:
+                self._note(
+                    f"per-unit connection listings disagree with per-person reads ({disagreement}); "
+                    "reading every person's connections one by one instead"
+                )
+                found = None
         if found is None:
             return self._connections_per_person(pool, wanted), "per_person"
         # The person's own listing order decides between several inactive unit connections.
@@ -351,12 +448,29 @@ class CampaignScanner:
             found.update(self._connections_per_person(pool, ordered))
         return found, mode
 
+    def _cross_check_sample(self, pool, found: dict[str, list[Connection]], wanted: list[str]) -> str | None:
+        """Read a fixed sample of people per person; describe any disagreement with ``found``."""
+        sample = sorted(wanted, key=sample_order)[:SAMPLE_SIZE]
+        self.cross_checked = sample
+        if not sample:
+            return None
+        own = self._connections_per_person(pool, sample)
+        with_unit = sum(1 for pid in sample if own.get(pid))
+        self.sample_expectation = (with_unit / len(sample), len(sample))
+        differing = [
+            pid
+            for pid in sample
+            if pid in own or pid in found
+            if {c.connection_id for c in own.get(pid, [])} != {c.connection_id for c in found.get(pid, [])}
+        ]
+        if differing:
+            return f"{len(differing)} of {len(sample)} sampled people"
+        return None
+
     def _connections_per_person(self, pool, person_ids: list[str]) -> dict[str, list[Connection]]:
-        raw = self._fetch_each(
-            pool, "connections", person_ids, self.client.list_connections, lambda pid: [pid]
-        )
-        out: dict[str, list[Connection]] = {}
-        for pid in person_ids:
+        todo = [pid for pid in person_ids if pid not in self._own_connections]
+        raw = self._fetch_each(pool, "connections", todo, self.client.list_connections, lambda pid: [pid])
+        for pid in todo:
             if pid in self.quarantined or raw.get(pid) is None:
                 continue
             try:
@@ -364,10 +478,12 @@ class CampaignScanner:
             except RecordError as exc:
                 self._quarantine(pid, f"unreadable connection: {exc}")
                 continue
-            unit_conns = [c for c in conns if c.connection_type == self.names.connection_type]
-            if unit_conns:
-                out[pid] = unit_conns
-        return out
+            self._own_connections[pid] = [c for c in conns if c.connection_type == self.names.connection_type]
+        return {
+            pid: self._own_connections[pid]
+            for pid in person_ids
+            if self._own_connections.get(pid) and pid not in self.quarantined
+        }
 
     def _connections_per_unit(
         self, map_fn, units: list[str], person_ids: set[str]
@@ -476,6 +592,102 @@ class CampaignScanner:
             except RecordError as exc:
                 self._quarantine(pid, f"unreadable tagging: {exc}")
         return out
+
+
+def add_request_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``RequestStats.snapshot()`` added up (the attempts of one logical run)."""
+    total: dict[str, Any] = {
+        "requests": 0,
+        "retries": 0,
+        "rate_limited_429": 0,
+        "by_status": {},
+        "by_kind": {},
+    }
+    for snap in snapshots:
+        for key in ("requests", "retries", "rate_limited_429"):
+            total[key] += snap.get(key, 0)
+        for key in ("by_status", "by_kind"):
+            for name, n in snap.get(key, {}).items():
+                total[key][name] = total[key].get(name, 0) + n
+    total["by_status"] = dict(sorted(total["by_status"].items()))
+    total["by_kind"] = dict(sorted(total["by_kind"].items()))
+    return total
+
+
+def _check_options(since: datetime | None, strategy: str, connections: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if connections not in CONNECTION_STRATEGIES:
+        raise ValueError(f"connections must be one of {CONNECTION_STRATEGIES}, got {connections!r}")
+    if connections == "per_unit" and since is not None:
+        raise ValueError("per-unit connection reads need a full scan: only it lists every unit")
+
+
+def _source_connections(by_person: dict[str, list[Connection]]) -> dict[str, Connection]:
+    """The connection each person is judged against (none for people active in two units)."""
+    source: dict[str, Connection] = {}
+    for pid, conns in by_person.items():
+        active = [c for c in conns if not c.inactive]
+        if len(active) < 2:  # active in two units: not judged, so nothing to read
+            source[pid] = (active or sorted(conns, key=lambda c: c.position))[0]
+    return source
+
+
+def sample_order(person_id: str) -> str:
+    """A fixed pseudo-random order, so a resumed scan samples the same people."""
+    return hashlib.sha256(person_id.encode()).hexdigest()
+
+
+def _missing(what: str, configured: str, existing: set[str]) -> str:
+    shown = ", ".join(repr(x) for x in sorted(existing)[:20]) or "none"
+    return f"{what} {configured!r} not found (the campaign has: {shown})"
+
+
+def _type_names(raw: dict[str, Any]) -> set[str]:
+    """A connection type's names: its own name and "<A> + <B>" from its two entity types."""
+    names = {v for k in ("name", "action_builder:name", "title") if isinstance(v := raw.get(k), str)}
+    parts = [c.get("types") for c in raw.get("connection") or [] if isinstance(c, dict) and c.get("types")]
+    if len(parts) == 2 and all(isinstance(p, str) for p in parts):
+        names |= {f"{parts[0]} + {parts[1]}", f"{parts[1]} + {parts[0]}"}
+    return names
+
+
+def _entity_type_names(raw: dict[str, Any]) -> set[str]:
+    keys = ("name", "action_builder:name", "singular_name", "singular_nane", "plural_name")
+    return {v for k in keys if isinstance(v := raw.get(k), str)}
+
+
+def _membership_taggings(
+    taggings: list[Tagging],
+    catalog: list[dict[str, Any]],
+    judged: list[str],
+    source: dict[str, Connection],
+    names: FieldNames,
+) -> list[Tagging]:
+    """The judged people's and their source connections' membership taggings, tag ids resolved."""
+    wanted_items = {("person", pid) for pid in judged} | {
+        ("connection", source[pid].connection_id) for pid in judged
+    }
+    kept = [
+        t if t.tag_id else _with_tag_id(t, resolve_tag_id(t, catalog))
+        for t in taggings
+        if t.field in names.tag_fields and (t.item_type, t.item_id) in wanted_items
+    ]
+    kept.sort(key=lambda t: (t.item_type, t.item_id, t.tagging_id))
+    return kept
+
+
+def resolve_tag_id(t: Tagging, catalog: list[dict[str, Any]]) -> str | None:
+    """The tag of a tagging that carries no tag link: the one catalog tag with its section,
+    field and value (field and value alone when the tagging names no section).
+
+    The same field and value may exist in two sections (e.g. on people and on connections),
+    so field and value alone are not enough.
+    """
+    same = [c for c in catalog if c["field"] == t.field and c["name"] == t.value]
+    if t.section is not None:
+        same = [c for c in same if c["section"] == t.section]
+    return same[0]["tag_id"] if len(same) == 1 else None
 
 
 def _tag_catalog(raw_tags: list[dict[str, Any]]) -> list[dict[str, Any]]:

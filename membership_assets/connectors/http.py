@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from ..privacy import scrub, split_credentials
@@ -106,6 +106,7 @@ class JsonApiClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_retry_after: float = 300.0,
+        rate_limit_budget: float = 900.0,
         pool_size: int = 16,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -120,6 +121,7 @@ class JsonApiClient:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_after = max_retry_after
+        self.rate_limit_budget = rate_limit_budget
         self._backoff = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
         self._sleep = sleep
         self.log = log or logger
@@ -171,7 +173,7 @@ class JsonApiClient:
         url = self.url_for(path)
         label = kind or path
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=self._stop,
             retry=retry_if_exception_type(RETRYABLE_ERRORS),
             wait=self._wait,
             sleep=self._sleep,
@@ -213,8 +215,9 @@ class JsonApiClient:
             raise NotFoundError("not found", **ctx)
         if status == 429:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            if retry_after is not None and self.limiter is not None:
-                self.limiter.pause_for(min(retry_after, self.max_retry_after))
+            if self.limiter is not None:  # slow down, and hold every request not yet sent
+                pause = None if retry_after is None else min(retry_after, self.max_retry_after)
+                self.limiter.rate_limited(pause)
             raise RateLimitedError("rate limited", retry_after=retry_after, **ctx)
         if status >= 500:
             raise ServerError(
@@ -270,6 +273,22 @@ class JsonApiClient:
         return resp
 
     # -- retry policy -------------------------------------------------------------------------
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """Give up after ``max_attempts`` failures; a 429 with a Retry-After is not a failure.
+
+        A server that answers "come back in N seconds" is pacing us (one API key is shared by the
+        organization's tools), so such answers only spend a total time budget. A 429 without a
+        usable Retry-After (none, or 0) counts as a failed attempt like a 5xx.
+        """
+        exc = state.outcome.exception() if state.outcome else None
+        paced = getattr(state, "paced_429s", 0)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            state.paced_429s = paced + 1  # type: ignore[attr-defined]
+            spent = getattr(state, "paced_seconds", 0.0) + min(exc.retry_after, self.max_retry_after)
+            state.paced_seconds = spent  # type: ignore[attr-defined]
+            return max(spent, state.seconds_since_start or 0.0) >= self.rate_limit_budget
+        return state.attempt_number - paced >= self.max_attempts
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -12,14 +12,16 @@ import math
 import operator
 import re
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 
 from .action_builder_seed import CampaignData, SeedConfig, generate_campaign, iso, parse_ts
-from .http import Request, Response, SimulatedService, SimulatorServer, json_error
+from .http import Request, Response, SimulatedService, SimulatorServer, TokenBucket, json_error
 
 API_PREFIX = "/api/rest/v1"
+UNIT_SIDE_VARIANTS = ("same", "reversed_label", "empty")
 MAX_PAGE = 25
 DEFAULT_TOKEN = "simulated-action-builder-token"
 
@@ -33,6 +35,70 @@ _OPS = {
     "lt": operator.lt,
     "le": operator.le,
 }
+
+
+class SlidingWindowLimiter:
+    """A stricter limiter than a token bucket: at most ``limit`` requests in any ``window``
+    seconds, and one request over it blocks *every* request for ``penalty`` seconds (answered
+    429 with that Retry-After). Whether Action Builder behaves so is not documented; a client
+    must survive it."""
+
+    def __init__(self, limit: int = 4, window: float = 1.0, penalty: float = 10.0):
+        self.limit, self.window, self.penalty = limit, window, penalty
+        self._sent: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+        self.penalties = 0
+
+    def take(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._blocked_until:
+                return self._blocked_until - now
+            while self._sent and self._sent[0] <= now - self.window:
+                self._sent.popleft()
+            if len(self._sent) >= self.limit:
+                self._blocked_until = now + self.penalty
+                self.penalties += 1
+                return self.penalty
+            self._sent.append(now)
+            return 0.0
+
+
+class SharedBudget:
+    """Another tool using the same API key: it spends ``other_rate`` requests/second of the
+    server's limiter (Action Builder issues one key per organization)."""
+
+    def __init__(self, inner: Any, other_rate: float = 1.0):
+        self.inner = inner
+        self.other_rate = other_rate
+        self.other_requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._other_client, name="other-ab-client", daemon=True)
+        self._thread.start()
+
+    def _other_client(self) -> None:
+        while not self._stop.wait(1.0 / self.other_rate):
+            self.inner.take()
+            self.other_requests += 1
+
+    def take(self) -> float:
+        return self.inner.take()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def make_limiter(kind: str, rate: float = 4.0) -> Any:
+    """Server-side limiters: ``plain`` (token bucket, burst = rate), ``strict`` (sliding window,
+    10 s block on excess), ``shared`` (token bucket, another client spending 1 req/s of it)."""
+    if kind == "plain":
+        return TokenBucket(rate)
+    if kind == "strict":
+        return SlidingWindowLimiter(limit=max(1, int(rate)), window=1.0, penalty=10.0)
+    if kind == "shared":
+        return SharedBudget(TokenBucket(rate), other_rate=1.0)
+    raise ValueError(f"limiter must be plain, strict or shared, not {kind!r}")
 
 
 class ActionBuilderSimulator(SimulatedService):
@@ -49,12 +115,19 @@ class ActionBuilderSimulator(SimulatedService):
         port: int = 0,
         tagging_tag_links: bool = False,
         latency: float = 0.0,
+        limiter: Any = None,
+        unit_side_connections: str = "same",
     ):
         self.data = data or generate_campaign(SeedConfig())
         self.token = token
         # Whether taggings carry an osdi:tag link is undocumented; off by default so the client
         # must resolve tag ids the safe way (from the campaign's tag catalog).
         self.tagging_tag_links = tagging_tag_links
+        # What a unit's own connection listing shows is not documented either: "same" (every
+        # member's connection, same type label), "reversed_label" ("Units + People"), "empty".
+        if unit_side_connections not in UNIT_SIDE_VARIANTS:
+            raise ValueError(f"unit_side_connections must be one of {UNIT_SIDE_VARIANTS}")
+        self.unit_side_connections = unit_side_connections
         self._lock = threading.RLock()
         self._index()
         self.server = SimulatorServer(
@@ -66,6 +139,14 @@ class ActionBuilderSimulator(SimulatedService):
             burst=burst,
             latency=latency,
         )
+        if limiter is not None:  # a stricter or shared limiter instead of the token bucket
+            self.server.bucket = limiter
+
+    def stop(self) -> None:
+        super().stop()
+        close = getattr(self.server.bucket, "close", None)
+        if close is not None:
+            close()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -152,12 +233,15 @@ class ActionBuilderSimulator(SimulatedService):
     def _connection_json(self, cid: str, viewer: str) -> dict[str, Any]:
         c = self.data.connections[cid]
         other = c["b"] if c["a"] == viewer else c["a"]
+        label = c["type"]
+        if self.unit_side_connections == "reversed_label" and not self._is_person(viewer):
+            label = " + ".join(reversed([part.strip() for part in label.split("+")]))
         return {
             "origin_system": "Action Builder",
             "identifiers": [f"action_builder:{cid}"],
             "created_date": c["created"],
             "modified_date": c.get("modified", c["created"]),
-            "connection_type": c["type"],
+            "connection_type": label,
             "person_id": other,
             "inactive": c["inactive"],
             "_links": {
@@ -166,6 +250,29 @@ class ActionBuilderSimulator(SimulatedService):
                 "osdi:taggings": {"href": self._href(f"/connections/{cid}/taggings")},
             },
         }
+
+    def _connection_type_json(self, name: str) -> dict[str, Any]:
+        # connection_types.html: "connection[]" with the plural names of the two entity types.
+        return {
+            "origin_system": "Action Builder",
+            "identifiers": [f"action_builder:{_stable_id('connection_type', name)}"],
+            "name": name,
+            "connection": [{"types": part.strip()} for part in name.split("+")],
+        }
+
+    def _entity_type_json(self, name: str) -> dict[str, Any]:
+        # entity_types.html spells the singular name field "singular_nane".
+        plural = "People" if name.lower() == "person" else f"{name}s"
+        return {
+            "origin_system": "Action Builder",
+            "identifiers": [f"action_builder:{_stable_id('entity_type', name)}"],
+            "singular_nane": name,
+            "plural_name": plural,
+            "name_type": "multi" if name.lower() == "person" else "single",
+        }
+
+    def _is_person(self, eid: str) -> bool:
+        return self.data.entities[eid]["entity_type"].lower() == "person"
 
     def _tag_json(self, tid: str) -> dict[str, Any]:
         t = self.data.tags[tid]
@@ -282,6 +389,24 @@ class ActionBuilderSimulator(SimulatedService):
             except ValueError as exc:
                 return json_error(400, str(exc), "people_page")
             return self._page(req, "osdi:people", ids, self._entity_json, "/people", "people_page")
+        if rest == "/connection_types":
+            return self._page(
+                req,
+                "action_builder:connection_types",
+                sorted({c["type"] for c in d.connections.values()}),
+                self._connection_type_json,
+                "/connection_types",
+                "connection_types",
+            )
+        if rest == "/entity_types":
+            return self._page(
+                req,
+                "action_builder:entity_types",
+                sorted({e["entity_type"] for e in d.entities.values()}),
+                self._entity_type_json,
+                "/entity_types",
+                "entity_types",
+            )
         if rest == "/tags":
             return self._page(req, "osdi:tags", list(d.tag_order), self._tag_json, "/tags", "tags_page")
         if mm := re.fullmatch(r"/people/([^/]+)", rest):
@@ -292,10 +417,13 @@ class ActionBuilderSimulator(SimulatedService):
             eid = mm.group(1)
             if eid not in d.entities:
                 return json_error(404, "Entity not found", "connections")
+            listed = list(self._conns_by_entity.get(eid, []))
+            if self.unit_side_connections == "empty" and not self._is_person(eid):
+                listed = []
             return self._page(
                 req,
                 "action_builder:connections",
-                list(self._conns_by_entity.get(eid, [])),
+                listed,
                 lambda cid: self._connection_json(cid, eid),
                 f"/people/{eid}/connections",
                 "connections",
@@ -381,3 +509,9 @@ class ActionBuilderSimulator(SimulatedService):
         return Response(
             body={"message": "Tag has been removed from Taggable Logbook"}, route="delete_tagging"
         )
+
+
+def _stable_id(kind: str, name: str) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{name}"))

@@ -145,7 +145,8 @@ TABLES: dict[str, Table] = {
                 (
                     "action",
                     "STRING",
-                    "deleted | already_gone | dry_run | blocked_cap | failed | not_attempted",
+                    "deleted | already_gone | dry_run | blocked_cap | failed | not_attempted; "
+                    "pending (intent, not sent) | sending (DELETE may have been sent) after a crash",
                 ),
                 ("error", "STRING"),
                 ("acted_at", "TIMESTAMP"),
