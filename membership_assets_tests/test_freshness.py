@@ -77,3 +77,23 @@ def test_only_the_freshness_job_runs_the_freshness_checks(defs):
         nodes = defs.resolve_job_def(job).graph.node_names()
         assert not [n for n in nodes if n.endswith(("_updated_within_2_hours", "_full_scan_within_35_days"))]
     assert len(defs.resolve_job_def("freshness_checks").graph.node_names()) == 2
+
+
+def test_outside_their_own_job_stale_results_warn_instead_of_blocking(defs, instance):
+    """Materializing from the asset graph runs the checks of the selected assets too: a late
+    monthly full scan must not block an incremental scan's report and cleanup."""
+    from membership_assets.notify.freshness import ab_full_scan_recent
+
+    assets = dg.Definitions(
+        asset_checks=[ab_full_scan_recent],
+        assets=[dg.AssetSpec(AB_SCAN)],
+        jobs=[dg.define_asset_job("graph_launch", selection=dg.AssetSelection.checks(ab_full_scan_recent))],
+    )
+    result = assets.resolve_job_def("graph_launch").execute_in_process(instance=instance)
+    [evaluation] = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert result.success
