@@ -19,7 +19,7 @@ SECRET = "test-webhook-secret"
 class Receiver:
     """A tiny receiver: checks the signature, answers from a script of statuses, records events."""
 
-    def __init__(self, statuses: list[int] | None = None):
+    def __init__(self, statuses: list[int | tuple[int, str]] | None = None):
         self.statuses = list(statuses or [])
         self.received: list[dict] = []  # one per request: event, signature_ok, timestamp
         receiver = self
@@ -31,10 +31,19 @@ class Receiver:
                 expected = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
                 ok = hmac.compare_digest(self.headers["X-Membership-Signature"], f"sha256={expected}")
                 receiver.received.append(
-                    {"event": json.loads(body), "signature_ok": ok, "timestamp": int(ts), "raw": body}
+                    {
+                        "event": json.loads(body),
+                        "signature_ok": ok,
+                        "timestamp": int(ts),
+                        "raw": body,
+                        "at": time.monotonic(),
+                    }
                 )
                 status = receiver.statuses.pop(0) if receiver.statuses else (202 if ok else 401)
+                status, retry_after = status if isinstance(status, tuple) else (status, None)
                 self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -102,6 +111,20 @@ def test_a_failing_receiver_is_retried_with_the_same_event():
         assert delivery.delivered and delivery.statuses == [500, 503, 202]
         attempts = [r for r in receiver.received if r["event"]["event_id"] == delivery.event["event_id"]]
         assert len(attempts) == 3 and all(r["signature_ok"] for r in attempts)
+    finally:
+        receiver.close()
+
+
+def test_a_rate_limited_delivery_waits_as_the_receiver_says_and_is_retried():
+    receiver = Receiver(statuses=[(429, "2")])
+    try:
+        with standin(receiver.url, webhook_secret=SECRET) as sim:
+            sim.update(sim.data.truth.valid_kennitalas[0], name="Nýtt Nafn")
+            assert sim.webhooks.flush(15)
+            [delivery] = [d for d in sim.webhooks.deliveries if d.statuses[:1] == [429]]
+        assert delivery.delivered and delivery.statuses == [429, 202]
+        first, second = [r for r in receiver.received if r["event"]["event_id"] == delivery.event["event_id"]]
+        assert second["at"] - first["at"] >= 1.9  # Retry-After, not the 0.5 s backoff
     finally:
         receiver.close()
 

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from ...registry.webhook import LOCAL_WEBHOOK_SECRET
 from ..http import RequestLog, TokenBucket
 from . import runtime
 from .faults import RegistryFaults
 from .seed import DEFAULT_TOKEN, RegistryData, _person, generate_registry, make_kennitala
 
 WEBHOOK_SECRET_ENV = "REGISTRY_WEBHOOK_SECRET_PASSWORD"
-DEFAULT_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented local value, not a secret
 ETAG_MODES = {True: "listing", False: None, None: None, "listing": "listing", "middleware": "middleware"}
 
 
@@ -71,7 +71,7 @@ class DjangoRegistrySimulator:
         if webhook_url:
             from .members.webhook import WebhookSender
 
-            secret = webhook_secret or os.getenv(WEBHOOK_SECRET_ENV) or DEFAULT_WEBHOOK_SECRET
+            secret = webhook_secret or os.getenv(WEBHOOK_SECRET_ENV) or LOCAL_WEBHOOK_SECRET
             self.webhooks = WebhookSender(webhook_url, secret, self.stopping)
         self._truth, self._seed = data.truth, data.seed
         self._exported: tuple[int, list[tuple[int, dict[str, Any]]]] | None = None

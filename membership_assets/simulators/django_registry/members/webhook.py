@@ -3,7 +3,8 @@
 After a transaction commits, every saved or deleted member is announced to ``webhook_url`` as
 ``{event_id, event, member_id, occurred_at}`` (no personal data), signed with
 ``X-Membership-Signature: sha256=HMAC(secret, "{timestamp}." + body)``. Deliveries run on a
-small thread pool and are retried on connection errors and 5xx (0.5, 1, 2, 4 s; 5 attempts), so
+small thread pool and are retried on connection errors, 5xx and 429 (0.5, 1, 2, 4 s, or the
+receiver's Retry-After when longer; 5 attempts), so
 a save is never blocked or failed by the receiver.
 """
 
@@ -33,6 +34,13 @@ SIGNATURE_HEADER = "X-Membership-Signature"
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+def _seconds(retry_after: str | None) -> float:
+    try:
+        return min(float(retry_after or 0), 60.0)
+    except ValueError:
+        return 0.0
 
 
 def event(kind: str, member_id: int) -> dict[str, Any]:
@@ -84,14 +92,17 @@ class WebhookSender:
                     TIMESTAMP_HEADER: str(timestamp),
                     SIGNATURE_HEADER: signature(self.secret, timestamp, body),
                 }
+                retry_after = None
                 try:
-                    status: int | str = self._session.post(
-                        self.url, data=body, headers=headers, timeout=10
-                    ).status_code
+                    response = self._session.post(self.url, data=body, headers=headers, timeout=10)
+                    status: int | str = response.status_code
+                    retry_after = response.headers.get("Retry-After")
                 except requests.RequestException as exc:
                     status = type(exc).__name__
                 delivery.statuses.append(status)
-                if isinstance(status, int) and status < 500:
+                if status == 429 and wait is not None:
+                    wait = max(wait, _seconds(retry_after))  # the receiver's flood limit: wait as told
+                elif isinstance(status, int) and status < 500:
                     delivery.delivered = 200 <= status < 300
                     if not delivery.delivered:  # 4xx: the receiver refuses it; retrying won't help
                         log.warning("webhook %s refused with HTTP %s", delivery.event["event"], status)
