@@ -94,6 +94,20 @@ CHART_KEYS: dict[str, set[str]] = {
         "boolean"
     },
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].limit": {"integer"},
+    # helm/dagster/schema/.../subschema/concurrency.py (Concurrency, ConcurrencyRuns, ConcurrencyPools)
+    "concurrency": {"object"},
+    "concurrency.enabled": {"boolean"},
+    "concurrency.runs": {"object"},
+    "concurrency.runs.maxConcurrentRuns": {"integer", "null"},
+    "concurrency.runs.tagConcurrencyLimits": {"array"},
+    "concurrency.runs.tagConcurrencyLimits[]": {"object"},
+    "concurrency.runs.tagConcurrencyLimits[].key": {"string"},
+    "concurrency.runs.tagConcurrencyLimits[].value": {"string", "object", "null"},
+    "concurrency.runs.tagConcurrencyLimits[].value.applyLimitPerUniqueValue": {"boolean"},
+    "concurrency.runs.tagConcurrencyLimits[].limit": {"integer"},
+    "concurrency.pools": {"object"},
+    "concurrency.pools.defaultLimit": {"integer", "null"},
+    "concurrency.pools.granularity": {"string", "null"},
     "dagsterDaemon.runMonitoring": {"object"},
     "dagsterDaemon.runMonitoring.enabled": {"boolean"},
     "dagsterDaemon.runMonitoring.startTimeoutSeconds": {"integer"},
@@ -120,6 +134,7 @@ CHART_REQUIRED = {
     "dagster-user-deployments.deployments[]": {"name", "image", "port"},
     "dagster-user-deployments.deployments[].image": {"repository", "pullPolicy"},
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[]": {"key", "limit"},
+    "concurrency.runs.tagConcurrencyLimits[]": {"key", "limit"},
     "retention.sensor.purgeAfterDays": {"skipped", "success", "failure", "started"},
 }
 
@@ -191,10 +206,18 @@ def test_the_chart_check_catches_typos_and_wrong_types():
 def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
     """The chart writes its own dagster.yaml: the same limits, retries, monitoring and retention."""
     values, instance = helm_values(), instance_yaml()
-    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    runs = instance["concurrency"]["runs"]
-    assert queued["maxConcurrentRuns"] == runs["max_concurrent_runs"]
-    assert queued["tagConcurrencyLimits"] == runs["tag_concurrency_limits"]
+    # Limits in one place only: the chart and Dagster refuse them in the run coordinator as well.
+    assert not values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    concurrency, runs, pools = (
+        values["concurrency"],
+        instance["concurrency"]["runs"],
+        instance["concurrency"]["pools"],
+    )
+    assert concurrency["enabled"]
+    assert concurrency["runs"]["maxConcurrentRuns"] == runs["max_concurrent_runs"]
+    assert concurrency["runs"]["tagConcurrencyLimits"] == runs["tag_concurrency_limits"]
+    assert concurrency["pools"]["defaultLimit"] == pools["default_limit"]
+    assert concurrency["pools"]["granularity"] == pools["granularity"]
     assert values["additionalInstanceConfig"]["run_retries"] == instance["run_retries"]
     assert not values["dagsterDaemon"]["runRetries"]["enabled"]  # else the chart writes a 2nd block
     monitoring = values["dagsterDaemon"]["runMonitoring"]
