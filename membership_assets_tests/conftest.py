@@ -54,23 +54,24 @@ def outbox(tmp_path) -> Path:
     return tmp_path / "outbox"
 
 
-@pytest.fixture
-def alert_admins(instance):
+def alert_admins_of(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, defs: dg.Definitions):
     """Run the failure-alert sensor for a failed run, as the daemon would."""
     from membership_assets.notify.sensors import email_admins_on_failure
 
-    def alert(result: dg.ExecuteInProcessResult, defs: dg.Definitions) -> None:
-        [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name="email_admins_on_failure",
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=failure.dagster_event,
-            resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
-        ).for_run_failure()
-        email_admins_on_failure(ctx)
+    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="email_admins_on_failure",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure.dagster_event,
+        resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
+    ).for_run_failure()
+    email_admins_on_failure(ctx)
 
-    return alert
+
+@pytest.fixture
+def alert_admins(instance):
+    return lambda result, defs: alert_admins_of(instance, result, defs)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from membership_assets.connectors.errors import BadResponseError, TransportError
 from membership_assets.connectors.http import JsonApiClient
 from membership_assets.definitions import build_definitions
-from membership_assets.notify.sensors import email_admins_on_failure
 from membership_assets.privacy import (
     carries_personal_data,
     pseudonym,
@@ -33,7 +32,7 @@ from membership_assets.registry.client import DjangoRegistryClient
 from membership_assets.registry.store import MembersStore
 from membership_assets.simulators.django_registry import make_kennitala
 
-from .conftest import _postgres_url
+from .conftest import _postgres_url, alert_admins_of
 
 # -- the building blocks --------------------------------------------------------------------------
 
@@ -194,21 +193,9 @@ def persistent_instance(tmp_path):
         yield instance, home
 
 
-def _alert(instance, result, defs) -> None:
-    [failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    ctx = dg.build_run_status_sensor_context(
-        sensor_name="email_admins_on_failure",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=failure.dagster_event,
-        resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
-    ).for_run_failure()
-    email_admins_on_failure(ctx)
-
-
 def _assert_nothing_leaked(*, instance, home, tmp_path, result, defs, rows, members_db_url, warehouse):
     identifiers = _identifiers(rows)
-    _alert(instance, result, defs)
+    alert_admins_of(instance, result, defs)
     # A later successful sync mirrors the failed one's log row into the warehouse.
     fixed = defs.resolve_job_def("registry_sync").execute_in_process(instance=instance, raise_on_error=False)
     places = {

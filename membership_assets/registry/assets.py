@@ -220,6 +220,21 @@ def protected_by_rejects(member_rejects: pd.DataFrame, current: pd.DataFrame) ->
     return protected
 
 
+def guards_md(violations: list[Violation]) -> dg.MetadataValue:
+    return dg.MetadataValue.md(
+        "\n".join(f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in violations)
+        or "all guards pass"
+    )
+
+
+def delta_preview(delta: pd.DataFrame) -> dg.MetadataValue:
+    """The first changes, members named by pseudonym (masking only those shown: not a 1M-row map)."""
+    shown = delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))
+    return md_preview(
+        shown, ["kennitala", "change_kind", "old_status", "new_status"], rows=None, empty="no changes"
+    )
+
+
 @dataclass
 class PlannedSync:
     """A delta plus what it was computed against and what the guards think of it."""
@@ -262,7 +277,6 @@ def membership_delta(
         )
         violations = evaluate_guards(figures, registry_policy.guard_policy)
         kept = protected_from_removal(current, valid_members, protected)
-    preview = delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))  # not a 1M-row map
     return dg.Output(
         PlannedSync(delta, base["id"] if base else None, figures, violations, kept),
         metadata={
@@ -272,18 +286,8 @@ def membership_delta(
             "kept_because_row_rejected": kept,
             "eligibility_losses": figures.eligibility_losses,
             "would_block": ", ".join(v.guard for v in violations) or "nothing",  # without overrides
-            "guards": dg.MetadataValue.md(
-                "\n".join(
-                    f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in violations
-                )
-                or "all guards pass"
-            ),
-            "preview": md_preview(
-                preview,
-                ["kennitala", "change_kind", "old_status", "new_status"],
-                rows=None,
-                empty="no changes",
-            ),
+            "guards": guards_md(violations),
+            "preview": delta_preview(delta),
         },
     )
 
@@ -313,7 +317,6 @@ def _dry_run_report(
         "eligibility_losses": planned.figures.eligibility_losses,
         "delta": planned.delta[DELTA_COLUMNS],
     }
-    preview = planned.delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))
     context.log_event(
         dg.AssetObservation(
             asset_key=context.asset_key,
@@ -322,18 +325,8 @@ def _dry_run_report(
                 **c,
                 "eligibility_losses": planned.figures.eligibility_losses,
                 "would_block": ", ".join(would_block) or "nothing",
-                "guards": dg.MetadataValue.md(
-                    "\n".join(
-                        f"- **{v.guard}**: {v.message} (override: `{v.overridable_by}`)" for v in blockers
-                    )
-                    or "all guards pass"
-                ),
-                "preview": md_preview(
-                    preview,
-                    ["kennitala", "change_kind", "old_status", "new_status"],
-                    rows=None,
-                    empty="no changes",
-                ),
+                "guards": guards_md(blockers),
+                "preview": delta_preview(planned.delta),
             },
         )
     )
