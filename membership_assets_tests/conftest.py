@@ -119,8 +119,8 @@ def instance():
 POSTGRES_URL_ENV = "MEMBERS_TEST_DB_URL"
 
 
-def _postgres_url(worker_id: str) -> str:
-    """A database of this xdist worker's own on the test Postgres (scripts/postgres.sh)."""
+def postgres_server_url():
+    """The test Postgres's URL (scripts/postgres.sh); skips the test where there is none."""
     import os
 
     import sqlalchemy as sa
@@ -128,7 +128,14 @@ def _postgres_url(worker_id: str) -> str:
     base = os.environ.get(POSTGRES_URL_ENV)
     if not base:
         pytest.skip(f"{POSTGRES_URL_ENV} not set: run the suite with scripts/test.sh to get a real Postgres")
-    url = sa.make_url(base)
+    return sa.make_url(base)
+
+
+def _postgres_url(worker_id: str) -> str:
+    """A database of this xdist worker's own on the test Postgres (scripts/postgres.sh)."""
+    import sqlalchemy as sa
+
+    url = postgres_server_url()
     name = f"{url.database}_{worker_id}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -28,7 +28,7 @@ import requests
 
 from membership_assets.environment import SIMULATED_DJANGO_TOKEN
 
-from .conftest import POSTGRES_URL_ENV
+from .conftest import postgres_server_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -67,10 +67,7 @@ def instance_database() -> Iterator[dict[str, str]]:
     """A fresh database for Dagster's storage on the test Postgres, dropped afterwards."""
     import sqlalchemy as sa
 
-    base = os.environ.get(POSTGRES_URL_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_URL_ENV} not set: run the suite with scripts/test.sh to get a real Postgres")
-    url = sa.make_url(base)
+    url = postgres_server_url()
     name = f"dagster_instance_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
