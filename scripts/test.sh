@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite, setting up everything it needs first:
 #   .venv with the project; a real PostgreSQL on loopback (Debian package, installed if missing);
-#   the local-bigquery emulator (its own Python 3.13 venv).
+#   the local-bigquery emulator (its own Python 3.13 venv); Debian's chromium for the browser tests.
 # Extra arguments go to pytest (e.g. -k scan, -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ mkdir -p .local
 # The emulator's install takes a minute: let it run while the project installs.
 bash scripts/bigquery_emulator.sh start >.local/bigquery_emulator.env 2>.local/bigquery_emulator.err &
 bq_pid=$!
+bash scripts/browser.sh >.local/browser.env 2>.local/browser.err &
+browser_pid=$!
 bash scripts/bootstrap.sh
 
 if pg_env=$(bash scripts/postgres.sh start); then
@@ -25,6 +27,14 @@ if wait "$bq_pid"; then
 else
   cat .local/bigquery_emulator.err >&2
   echo "bigquery emulator: unavailable (see above); the BigQuery tests will be skipped" >&2
+fi
+
+if wait "$browser_pid"; then
+  export "$(cat .local/browser.env)"
+  echo "browser: ${CHROMIUM_PATH}"
+else
+  cat .local/browser.err >&2
+  echo "browser: unavailable (see above); the browser tests fail in CI and are skipped elsewhere" >&2
 fi
 
 .venv/bin/ruff check --quiet membership_assets membership_assets_tests benchmarks
