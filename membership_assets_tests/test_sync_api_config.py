@@ -36,11 +36,19 @@ def test_every_credential_like_constant_in_the_code_is_known_as_public():
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
                 value = node.value.value
                 credential = [
-                    n for n in names if any(p in n.upper() for p in CREDENTIAL_NAME) and not n.endswith(NOT_VALUES)
+                    n
+                    for n in names
+                    if any(p in n.upper() for p in CREDENTIAL_NAME) and not n.endswith(NOT_VALUES)
                 ]
-                if credential and isinstance(value, str) and len(value) >= 8 and " " not in value:
-                    if not value.isupper():  # an environment variable's name, not a value
-                        found.add((path.name, credential[0], value))
+                # An upper-case value is an environment variable's name, not a credential.
+                if (
+                    credential
+                    and isinstance(value, str)
+                    and len(value) >= 8
+                    and " " not in value
+                    and not value.isupper()
+                ):
+                    found.add((path.name, credential[0], value))
     missing = {f for f in found if f[2] not in SHIPPED_CONSTANTS}
     assert not missing, f"credential-like constants missing from SHIPPED_CONSTANTS: {missing}"
     assert LOCAL_WEBHOOK_SECRET in SHIPPED_CONSTANTS and LOCAL_API_KEY in SHIPPED_CONSTANTS
@@ -74,7 +82,10 @@ def test_production_lists_every_problem_at_once_naming_each_variable(store, memb
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        ({"REGISTRY_WEBHOOK_SECRET_PASSWORD": "s", "SYNC_API_KEY_PASSWORD": ""}, ["shorter than 32", "set but empty"]),
+        (
+            {"REGISTRY_WEBHOOK_SECRET_PASSWORD": "s", "SYNC_API_KEY_PASSWORD": ""},
+            ["shorter than 32", "set but empty"],
+        ),
         ({"REGISTRY_WEBHOOK_SECRET_PASSWORD": "a" * 40}, ["fewer than 8 distinct"]),
         ({"SYNC_API_KEY_PASSWORD": "prefix-" + LOCAL_API_KEY + "-0123456789"}, ["constant shipped"]),
     ],
@@ -106,7 +117,9 @@ def test_local_constants_still_serve_on_loopback(tmp_path):
             timeout=10,
         )
         assert resp.status_code == 202
-        status = requests.get(f"{server.base}/api/sync/status", headers={"X-Api-Key": LOCAL_API_KEY}, timeout=10)
+        status = requests.get(
+            f"{server.base}/api/sync/status", headers={"X-Api-Key": LOCAL_API_KEY}, timeout=10
+        )
         assert status.status_code == 200
 
 
@@ -121,7 +134,10 @@ def test_rotation_accepts_the_current_and_the_previous_secret_and_key(store, mem
         hook = f"{server.base}/api/webhooks/registry"
         for secret in (STRONG_SECRET, previous_secret):
             body = event_body()
-            assert requests.post(hook, data=body, headers=webhook_headers(body, secret), timeout=10).status_code == 202
+            assert (
+                requests.post(hook, data=body, headers=webhook_headers(body, secret), timeout=10).status_code
+                == 202
+            )
         body = event_body()
         wrong = webhook_headers(body, secret=STRONG_SECRET + "x")
         assert requests.post(hook, data=body, headers=wrong, timeout=10).status_code == 401
@@ -130,6 +146,8 @@ def test_rotation_accepts_the_current_and_the_previous_secret_and_key(store, mem
             assert r.status_code == 200
         path = "/api/sync/logs?limit=3"
         for secret in (STRONG_SECRET, previous_secret):
-            r = requests.get(server.base + path, headers=signed_api_headers("GET", path, secret=secret), timeout=10)
+            r = requests.get(
+                server.base + path, headers=signed_api_headers("GET", path, secret=secret), timeout=10
+            )
             assert r.status_code == 200
     assert store.engine  # the migrated database the production server required

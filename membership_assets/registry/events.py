@@ -292,7 +292,9 @@ class ReceiverStore:
     def last_webhook_received(self) -> datetime | None:
         c = change_events.c
         with self.engine.connect() as conn:
-            last = conn.execute(sa.select(sa.func.max(c.received_at)).where(c.source == SOURCE_WEBHOOK)).scalar()
+            last = conn.execute(
+                sa.select(sa.func.max(c.received_at)).where(c.source == SOURCE_WEBHOOK)
+            ).scalar()
         return _aware(last)
 
     def ping(self) -> None:
