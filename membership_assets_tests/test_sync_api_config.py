@@ -22,7 +22,8 @@ from membership_assets_tests.sync_api_process import (
     webhook_headers,
 )
 
-PACKAGE = Path(__file__).resolve().parent.parent / "membership_assets"
+ROOT = Path(__file__).resolve().parent.parent
+SCANNED = [ROOT / "membership_assets", ROOT / "benchmarks"]  # what runs servers and simulators
 CREDENTIAL_NAME = ("TOKEN", "SECRET", "PASSWORD", "API_KEY")
 NOT_VALUES = ("_HEADER", "_ENV", "_VAR", "_PREFIX", "_PATH", "_NAME")  # names of things, not credentials
 
@@ -30,7 +31,7 @@ NOT_VALUES = ("_HEADER", "_ENV", "_VAR", "_PREFIX", "_PATH", "_NAME")  # names o
 def test_every_credential_like_constant_in_the_code_is_known_as_public():
     """One list of shipped constants: a new simulator token or default key must join it."""
     found = set()
-    for path in PACKAGE.rglob("*.py"):
+    for path in (p for d in SCANNED for p in d.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]

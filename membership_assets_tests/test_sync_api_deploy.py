@@ -153,3 +153,14 @@ def test_the_django_snippet_waits_out_a_429_and_delivers(tmp_path):
         log = server.log
     assert pending(url) == 2  # the second was answered 429 first, then delivered
     assert "rate_limited" in log and elapsed >= 1.9
+
+
+def test_the_receiver_benchmark_runs(capsys):
+    from benchmarks.webhook_receiver import main
+
+    assert main(["--seconds", "1", "--clients", "2", "--requests", "10", "--idle", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["throughput"]["accepted"] > 0 and set(result["throughput"]["statuses"]) == {"202"}
+    idle = result["latency_with_idle_connections"]
+    assert idle["statuses"] == {"202": 10} and idle["idle_open_at_end"] == 20
+    assert len(result["machine"]["load_average_before"]) == 3

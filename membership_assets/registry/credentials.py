@@ -14,7 +14,7 @@ LOCAL_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented, not a secret: t
 LOCAL_API_KEY = "simulated-sync-api-key"
 
 # One list of everything public that looks like a credential (simulator tokens, Django's stand-in
-# key, the local defaults above, the test suite's secrets).
+# key, the local defaults above, the test suite's and benchmarks' secrets).
 SHIPPED_CONSTANTS: tuple[str, ...] = (
     LOCAL_WEBHOOK_SECRET,
     LOCAL_API_KEY,
@@ -23,6 +23,8 @@ SHIPPED_CONSTANTS: tuple[str, ...] = (
     "local-registry-stand-in-not-a-secret",
     "test-webhook-secret",
     "test-api-key",
+    "benchmark-webhook-secret",
+    "benchmark-sync-api-key",
 )
 
 MIN_SECRET_LENGTH = 32  # 32 random characters carry well over 128 bits
