@@ -463,7 +463,9 @@ class Receiver:
         request_id = parse_uuid(request.headers.get(REQUEST_ID_HEADER))
         if request_id is None:
             raise Rejected(401, "unsigned" if SIGNATURE_HEADER not in request.headers else "bad_request_id")
-        path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # From the scope, not request.url: that parses the Host header, which a sender writes.
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        path_qs = request.scope["path"] + (f"?{query}" if query else "")
         reason = verify_signature(
             self.settings.webhook_secrets,
             request.headers.get(TIMESTAMP_HEADER),
