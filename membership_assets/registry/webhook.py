@@ -65,6 +65,7 @@ SIGNATURE_HEADER = "x-membership-signature"
 REQUEST_ID_HEADER = "x-membership-request-id"
 API_KEY_HEADER = "x-api-key"
 SIGNATURE_PREFIX = "sha256="
+MAX_TARGET_BYTES = 2048  # path and query of any request this service serves
 LOG_COLUMNS = [
     "id",
     "sync_time",
@@ -219,23 +220,33 @@ def verify_signature(
     return None
 
 
-def json_depth(body: bytes) -> int:
+def json_depth(body: bytes) -> int | None:
     """Deepest nesting of arrays/objects in ``body`` (strings skipped), without parsing it:
-    ``json.loads`` recurses, and 2,000 ``[`` would exhaust the stack."""
-    skeleton = re.sub(rb'"(?:[^"\\]|\\.)*"', b"", body).translate(None, _NOT_BRACKETS)
+    ``json.loads`` recurses, and 2,000 ``[`` would exhaust the stack. None when a string never
+    ends (not JSON). One left-to-right pass: linear in the body, whatever its quotes."""
     depth = deepest = 0
-    for b in skeleton:
-        depth += 1 if b in b"[{" else -1
-        deepest = max(deepest, depth)
+    for token in _JSON_TOKENS.finditer(body):
+        t = token.group()
+        if t == b'"':
+            return None  # a quote whose string never closes
+        if t in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif t in (b"]", b"}"):
+            depth -= 1
     return deepest
 
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# A JSON string (any escaped byte, newlines too), a bracket, or a lone quote (unterminated).
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|"', re.DOTALL)
 
 
 def parse_json(body: bytes, max_depth: int) -> Any | str:
     """The decoded JSON value, or a reason code."""
-    if json_depth(body) > max_depth:
+    depth = json_depth(body)
+    if depth is None:
+        return "body_not_json"
+    if depth > max_depth:
         return "body_too_deep"
     try:
         return json.loads(body)
@@ -431,6 +442,11 @@ class Receiver:
             scope["client"] = (client, 0)
         if scope.get("path") in HEALTH_PATHS:
             return
+        # The connection layer caps headers still arriving; these cap ones that came in one read.
+        if len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) > MAX_TARGET_BYTES:
+            raise Rejected(414, "target_too_long")
+        if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > self.settings.max_header_bytes:
+            raise Rejected(431, "headers_too_large")
         if self.networks and not _in_any(client, self.networks):
             raise Rejected(403, "client_not_allowed")
         if not self.limiter.allow(rate_key(client)):
