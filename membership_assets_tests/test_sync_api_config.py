@@ -152,3 +152,14 @@ def test_rotation_accepts_the_current_and_the_previous_secret_and_key(store, mem
             )
             assert r.status_code == 200
     assert store.engine  # the migrated database the production server required
+
+
+def test_the_connection_limit_stays_below_the_file_limit():
+    import resource
+
+    from membership_assets.registry.sync_server import FD_RESERVE, connection_limit
+
+    limit = connection_limit(10**9)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert 1 <= limit <= soft - FD_RESERVE
+    assert connection_limit(100) == 100
