@@ -630,3 +630,70 @@ def test_webhooks_gone_silent_while_the_registry_changed_alert():
     assert "No webhook was accepted in the last hour" in body
     assert refusal_alert({}, now - timedelta(minutes=10), 3, now) is None
     assert refusal_alert({}, None, 3, now) is None  # never used webhooks: nothing went silent
+
+
+# -- routes mounted later (the admin page) get the same protections ---------------------------
+
+
+def test_a_mounted_route_is_screened_capped_and_never_leaks_a_traceback(db_url, caplog):
+    """h3's admin page mounts into the same app: rate limit, body cap, header deadline and the
+    no-traceback rule hold for it too (served by the same guarded uvicorn protocol)."""
+    import logging
+
+    import uvicorn
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from membership_assets.registry.sync_server import uvicorn_config
+    from membership_assets.registry.webhook import SyncApiSettings, create_app
+
+    async def echo(request):
+        return PlainTextResponse(str(len(await request.body())))
+
+    async def broken(request):
+        raise RuntimeError(MARKER)
+
+    admin = Mount("/admin", routes=[Route("/echo", echo, methods=["POST"]), Route("/broken", broken)])
+    settings = SyncApiSettings(
+        members_db_url=db_url,
+        webhook_secret=STRONG_SECRET,
+        port=0,
+        rate_per_second=0.01,
+        rate_burst=6,
+        header_timeout=1.0,
+    )
+    caplog.set_level(logging.INFO)
+    server = uvicorn.Server(
+        uvicorn_config(create_app(settings, extra_routes=[admin]), settings, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert requests.post(f"{base}/admin/echo", data=b"x" * 10, timeout=10).text == "10"
+        assert requests.post(f"{base}/admin/echo", data=b"x" * 20_000, timeout=10).status_code == 413
+
+        def chunks():
+            for _ in range(40):
+                yield b"x" * 1024
+
+        assert requests.post(f"{base}/admin/echo", data=chunks(), timeout=10).status_code == 413
+        broken_answer = requests.get(f"{base}/admin/broken", timeout=10)
+        assert broken_answer.status_code == 500 and broken_answer.json() == {"error": "internal"}
+        [c] = open_idle(port, 1, b"GET /admin/echo HTTP/1.1\r\nHost: x\r\n")
+        assert closed_by_server(c) is False  # still within its header deadline
+        time.sleep(1.3)
+        assert closed_by_server(c)
+        c.close()
+        codes = [requests.post(f"{base}/admin/echo", data=b"x", timeout=10).status_code for _ in range(3)]
+        assert codes[-1] == 429  # the same per-client bucket as the API
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert "unhandled RuntimeError" in caplog.text
+    assert MARKER not in caplog.text and "Traceback" not in caplog.text
