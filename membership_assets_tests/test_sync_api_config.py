@@ -163,3 +163,24 @@ def test_the_connection_limit_stays_below_the_file_limit():
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert 1 <= limit <= soft - FD_RESERVE
     assert connection_limit(100) == 100
+
+
+def test_a_flood_of_log_lines_is_cut_to_a_budget_and_counted():
+    import logging
+
+    from membership_assets.registry.sync_server import BoundedFormatter, LogBudget
+
+    budget = LogBudget(per_second=5)
+    records = [
+        logging.LogRecord("x", logging.WARNING, "f", 1, "rejected: %s", ("bad",), None) for _ in range(50)
+    ]
+    for r in records:
+        r.created = 1000.5
+    passed = [r for r in records if budget.filter(r)]
+    assert len(passed) == 5
+    later = logging.LogRecord("x", logging.WARNING, "f", 1, "rejected: %s", ("bad",), None)
+    later.created = 1001.2
+    assert budget.filter(later) and "45 log lines dropped" in later.getMessage()
+    error = logging.LogRecord("x", logging.ERROR, "f", 1, "x\n\x1b[31m" + "y" * 5000, (), None)
+    line = BoundedFormatter().format(error)
+    assert "\n" not in line and "\x1b" not in line and len(line) <= 600

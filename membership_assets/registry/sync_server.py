@@ -13,7 +13,8 @@ connections until the process runs out of file descriptors. Here every connectio
 * uvicorn's keep-alive timeout, ``limit_concurrency`` as a backstop, no proxy headers (the app
   reads ``X-Forwarded-For`` from ``SYNC_API_TRUSTED_PROXIES`` only) and no websockets.
 
-Log lines are bounded and printable (``BoundedFormatter``); warnings never carry a traceback.
+Log lines are bounded and printable (``BoundedFormatter``), warnings never carry a traceback,
+and at most 200 lines a second are written below ERROR (``LogBudget``).
 """
 
 from __future__ import annotations
@@ -161,11 +162,36 @@ class BoundedFormatter(logging.Formatter):
         return line if len(line) <= MAX_LOG_LINE else line[: MAX_LOG_LINE - 3] + "..."
 
 
+class LogBudget(logging.Filter):
+    """At most ``per_second`` records below ERROR a second (a flood of bad requests must not
+    fill the disk); what was dropped is counted in the next record that passes."""
+
+    def __init__(self, per_second: int = 200):
+        super().__init__()
+        self.per_second, self.window, self.used, self.dropped = per_second, 0, 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        second = int(record.created)
+        if second != self.window:
+            self.window, self.used = second, 0
+        self.used += 1
+        if self.used > self.per_second:
+            self.dropped += 1
+            return False
+        if self.dropped:
+            record.msg = f"{record.msg} ({self.dropped} log lines dropped before this one)"
+            self.dropped = 0
+        return True
+
+
 LOG_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"bounded": {"()": BoundedFormatter}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "bounded"}},
+    "filters": {"budget": {"()": LogBudget}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "bounded", "filters": ["budget"]}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {
         "uvicorn": {"level": "INFO", "propagate": True},
