@@ -102,7 +102,7 @@ def webhook_refusals(
             changed_syncs_since(store, now - SILENCE_WINDOW),
             now,
         )
-    except sa.exc.OperationalError as exc:  # members DB down or not migrated: other alerts cover it
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:  # down or not migrated yet
         return dg.SkipReason(f"members database unavailable ({type(exc).__name__})")
     if alert is None:
         return dg.SkipReason("webhooks are getting through")
