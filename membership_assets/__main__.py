@@ -250,7 +250,7 @@ def sync_api(args: argparse.Namespace) -> int:
         settings = sync_api_settings(host=args.host, port=args.port)
     except (SyncApiConfigError, ValueError) as exc:
         problems = getattr(exc, "problems", [str(exc)])
-        print(f"sync-api refuses to start ({len(problems)} problems):", file=sys.stderr)
+        print(f"sync-api refuses to start; fix every line below ({len(problems)}):", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2

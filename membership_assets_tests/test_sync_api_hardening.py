@@ -432,7 +432,19 @@ def closed_by_server(s: socket.socket) -> bool:
     return data == b"" or data.startswith(b"HTTP/1.1 408")
 
 
+def raise_file_limit(needed: int) -> None:
+    """This test process holds the connections itself: it needs the descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def test_hundreds_of_idle_and_half_sent_connections_do_not_stop_a_signed_webhook(db_url):
+    raise_file_limit(1400)
     env = production_env(db_url, SYNC_API_HEADER_TIMEOUT="4", SYNC_API_MAX_CONNECTIONS="1000")
     with SyncApiProcess(env) as s:
         idle = open_idle(s.port, 700)

@@ -152,7 +152,9 @@ def settings_problems(settings: SyncApiSettings, production: bool) -> list[str]:
     strict = production or not is_loopback(settings.host)
     where = "in production" if production else f"on {settings.host} (not loopback)"
     if not settings.webhook_secret.strip():
-        problems.append("REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; unsigned webhooks are never accepted")
+        problems.append(
+            "REGISTRY_WEBHOOK_SECRET_PASSWORD is not set or empty; unsigned webhooks are never accepted"
+        )
     for attr, var in CREDENTIAL_VARIABLES.items():
         value = getattr(settings, attr)
         if not value or not strict:
