@@ -225,6 +225,46 @@ def sync_api_settings(env: str | None = None):
     )
 
 
+LOCAL_ADMIN_USER = "admin"  # the local default's admin page account: documented, not a secret
+LOCAL_ADMIN_PASSWORD = "simulated-admin-password"
+
+
+def admin_settings(env: str | None = None):
+    """The admin page's accounts (``SYNC_ADMIN_USERS_PASSWORD``: name:hash pairs), session secret
+    (``SYNC_ADMIN_SESSION_SECRET_PASSWORD``; required in production when accounts exist, so
+    every replica accepts a session), session length (``SYNC_ADMIN_SESSION_HOURS``, default 8),
+    public origin behind a proxy (``SYNC_ADMIN_ORIGIN``) and the registry its preview reads.
+    Local: the account ``admin`` / ``simulated-admin-password`` unless accounts are given."""
+    import secrets
+
+    from .registry.admin import AdminSettings
+    from .registry.admin_auth import AdminConfigError, hash_password, parse_users
+    from .registry.preview import registry_planner
+
+    production = (env or get_environment()) == PRODUCTION
+    users = parse_users(os.getenv("SYNC_ADMIN_USERS_PASSWORD", ""))
+    if not users and not production:
+        users = {LOCAL_ADMIN_USER: hash_password(LOCAL_ADMIN_PASSWORD)}
+    secret = os.getenv("SYNC_ADMIN_SESSION_SECRET_PASSWORD", "")
+    if not secret and production and users:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_SECRET_PASSWORD is required with admin accounts")
+    resources = resources_for(env)
+    django = resources["django"]
+    values = {k: getattr(django, k) for k in type(django).model_fields}
+    values = {k: (v.get_value() if isinstance(v, dg.EnvVar) else v) for k, v in values.items()}
+    planner = None
+    if values.get("base_url") and values.get("api_key"):
+        planner = registry_planner(DjangoRegistryResource(**values), resources["registry_policy"])
+    return AdminSettings(
+        users=users,
+        # Without a configured secret (local), sessions last until this process restarts.
+        session_secret=secret or secrets.token_urlsafe(32),
+        session_seconds=int(float(os.getenv("SYNC_ADMIN_SESSION_HOURS", "8")) * 3600),
+        public_origin=os.getenv("SYNC_ADMIN_ORIGIN", "").rstrip("/"),
+        planner=planner,
+    )
+
+
 def scratch_io_manager() -> RunScratchIOManager:
     """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
     sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""

@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .admin import AdminSettings, admin_routes
 from .events import SOURCE_API, SOURCE_WEBHOOK, SYNC_REQUESTED, WEBHOOK_EVENTS, ChangeEventStore
-from .store import MembersStore, sync_log
+from .history import LOG_COLUMNS, sync_rows  # noqa: F401  (LOG_COLUMNS: the API's fields)
+from .store import MembersStore
 
 log = logging.getLogger("membership_assets.sync_api")
 
@@ -45,22 +46,6 @@ API_KEY_HEADER = "x-api-key"
 SIGNATURE_PREFIX = "sha256="
 LOCAL_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented, not a secret: the local default
 LOCAL_API_KEY = "simulated-sync-api-key"
-LOG_COLUMNS = [
-    "id",
-    "sync_time",
-    "source",
-    "status",
-    "dry_run",
-    "members_fetched",
-    "members_added",
-    "members_removed",
-    "members_updated",
-    "members_rejected",
-    "duration_ms",
-    "run_id",
-]
-# Errors may quote a failing row; the API shows what failed, never the row (personal data).
-SAFE_ERROR_KEYS = ("step", "type")
 
 
 @dataclass(frozen=True)
@@ -309,21 +294,7 @@ class _Receiver:
         return JSONResponse({"syncs": self._log_rows(limit=int(raw))})
 
     def _log_rows(self, limit: int, applied_only: bool = False) -> list[dict[str, Any]]:
-        query = sa.select(*[sync_log.c[c] for c in LOG_COLUMNS], sync_log.c.errors)
-        if applied_only:
-            query = query.where(sync_log.c.status.in_(("success", "partial")), sync_log.c.dry_run.is_(False))
-        query = query.order_by(sync_log.c.sync_time.desc(), sync_log.c.created_at.desc()).limit(limit)
-        with self.events.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        out = []
-        for r in rows:
-            row = _jsonable({c: r[c] for c in LOG_COLUMNS})
-            errors = r["errors"]
-            if isinstance(errors, str):
-                errors = json.loads(errors)
-            row["error"] = {k: errors.get(k) for k in SAFE_ERROR_KEYS} if isinstance(errors, dict) else None
-            out.append(row)
-        return out
+        return sync_rows(self.events.engine, limit=limit, applied_only=applied_only)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -335,8 +306,11 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def create_app(settings: SyncApiSettings, clock: Callable[[], float] = time.time) -> Starlette:
-    """The receiver as an ASGI app (served by uvicorn; tests drive it in process)."""
+def create_app(
+    settings: SyncApiSettings, clock: Callable[[], float] = time.time, admin: AdminSettings | None = None
+) -> Starlette:
+    """The receiver as an ASGI app (served by uvicorn; tests drive it in process), with the admin
+    page under /admin (``admin``: its settings; None reads them from the environment)."""
     store = MembersStore.from_url(settings.members_db_url)
     store.ensure_schema(migrate=settings.auto_migrate)
     events = ChangeEventStore(store)
@@ -360,6 +334,7 @@ def create_app(settings: SyncApiSettings, clock: Callable[[], float] = time.time
         Route("/api/sync/trigger", guarded(receiver.trigger), methods=["POST"]),
         Route("/api/sync/status", guarded(receiver.status), methods=["GET"]),
         Route("/api/sync/logs", guarded(receiver.logs), methods=["GET"]),
+        *admin_routes(store, events, admin),  # the admin page (registry/admin.py)
     ]
     return Starlette(routes=routes)
 
