@@ -258,7 +258,13 @@ def sync_api(args: argparse.Namespace) -> int:
             "REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; refusing to accept unsigned webhooks", file=sys.stderr
         )
         return 2
-    serve(replace(settings, host=args.host or settings.host, port=args.port or settings.port))
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        serve(replace(settings, host=args.host or settings.host, port=args.port or settings.port))
+    except AdminConfigError as exc:  # the admin page's accounts or session secret (docs/admin-page.md)
+        print(f"sync-api: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

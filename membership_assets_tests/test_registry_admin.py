@@ -3,6 +3,7 @@ then sync now, and the sync API's corrected counts and errors."""
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from membership_assets.__main__ import main
 from membership_assets.registry.admin import reason_fix
 from membership_assets.registry.admin_auth import (
     AdminConfigError,
@@ -561,3 +563,33 @@ def test_the_api_shows_no_empty_error_for_a_partial_sync(site):
     failed = by_id["sync-0004"]
     assert failed["error"] == {"step": "membership_sync", "type": "Failure", "guards": ["removal_count"]}
     assert all(s["error"] is None for s in logs if s["status"] != "failed")
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_admin_hash_prints_a_hash_that_signs_in(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["admin-hash", "anna"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert PASSWORD not in line and authenticate(parse_users(line), "anna", PASSWORD) == "anna"
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["admin-hash"]) == 2
+
+
+def test_the_service_refuses_to_start_with_malformed_accounts_or_no_session_secret(
+    monkeypatch, tmp_path, capsys
+):
+    from membership_assets.environment import admin_settings as from_environment
+
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYNC_ADMIN_USERS_PASSWORD", "anna:plaintext")
+    assert main(["sync-api", "--port", "0"]) == 2
+    assert "admin password hash" in capsys.readouterr().err
+    monkeypatch.setenv("SYNC_ADMIN_USERS_PASSWORD", f"anna:{hash_password(PASSWORD)}")
+    monkeypatch.delenv("SYNC_ADMIN_SESSION_SECRET_PASSWORD", raising=False)
+    with pytest.raises(AdminConfigError, match="SESSION_SECRET"):
+        from_environment("production")
+    monkeypatch.delenv("SYNC_ADMIN_USERS_PASSWORD")
+    local = from_environment("local")  # the documented local account
+    assert authenticate(local.users, "admin", "simulated-admin-password") == "admin"
