@@ -35,7 +35,7 @@ from starlette.routing import Mount, Route
 from .admin_auth import LoginLimiter, Session, SessionSigner, authenticate
 from .delta import KINDS
 from .events import SOURCE_ADMIN, SYNC_REQUESTED, ChangeEventStore, change_events
-from .history import aware, quarantined, source_label, sync_changes, sync_rows
+from .history import aware, quarantined, quarantined_count, source_label, sync_changes, sync_rows
 from .preview import PREVIEW_MAX_AGE_SECONDS, Planner, PreviewRunner
 from .store import MembersStore
 
@@ -196,9 +196,11 @@ def _age(value: Any) -> str:
 
 class AdminApp:
     def __init__(self, settings: AdminSettings, store: MembersStore, events: ChangeEventStore):
+        from ..notify.freshness import MEMBER_ELIGIBILITY_MAX_AGE  # slow to import: once, here
         from .webhook import ClientRateLimiter  # one token bucket implementation
 
         self.settings, self.store, self.events = settings, store, events
+        self.max_age = MEMBER_ELIGIBILITY_MAX_AGE  # when the roll counts as stale (alerts use it too)
         self.signer = SessionSigner(settings.session_secret, settings.session_seconds)
         self.login_limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
         self.limiter = ClientRateLimiter(settings.requests_per_second, settings.request_burst)
@@ -379,19 +381,13 @@ class AdminApp:
     # -- pages ---------------------------------------------------------------------------------
 
     def status(self, ctx: Ctx) -> Response:
-        from ..notify.freshness import MEMBER_ELIGIBILITY_MAX_AGE
-
         listed, eligible = self.store.eligibility_counts()
         applied = sync_rows(self.store.engine, limit=1, applied_only=True)
         latest = sync_rows(self.store.engine, limit=1)
         last_applied = applied[0] if applied else None
         age = datetime.now(timezone.utc) - _parse_ts(last_applied["sync_time"]) if last_applied else None
         stats = self.events.stats()
-        rejected = (
-            len(quarantined(self.store.engine, last_applied["id"], limit=QUARANTINE_ROWS))
-            if last_applied
-            else 0
-        )
+        rejected = quarantined_count(self.store.engine, last_applied["id"]) if last_applied else 0
         return self.render(
             "status.html",
             ctx,
@@ -400,8 +396,8 @@ class AdminApp:
             suspended=listed - eligible,
             last_applied=last_applied,
             latest=latest[0] if latest else None,
-            fresh=age is not None and age <= MEMBER_ELIGIBILITY_MAX_AGE,
-            max_age_hours=MEMBER_ELIGIBILITY_MAX_AGE.total_seconds() / 3600,
+            fresh=age is not None and age <= self.max_age,
+            max_age_hours=self.max_age.total_seconds() / 3600,
             pending=stats["pending_events"],
             last_event=stats["last_event_received_at"],
             quarantined=rejected,

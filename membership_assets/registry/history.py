@@ -184,6 +184,11 @@ def quarantined(engine: sa.Engine, sync_id: str, *, limit: int) -> list[dict[str
         return [dict(r) for r in rows]
 
 
+def quarantined_count(engine: sa.Engine, sync_id: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(rejects.c.sync_id == sync_id)).scalar_one()
+
+
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in row.items():
