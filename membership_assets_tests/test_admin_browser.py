@@ -122,6 +122,7 @@ def test_an_admin_reads_the_roll_and_syncs_after_a_preview(
         page.click("#sync-now")
         assert "Sync requested" in page.inner_text(".notice")
         assert "waiting for Dagster" in page.inner_text("#last-request")
+        assert page.locator("#sync-now").count() == 0 and page.locator("#requested-from-preview").count() == 1
         screenshot(page, "admin-sync-requested")
 
         # Dagster's sensor picks the request up and the run applies it, in the admin's name.

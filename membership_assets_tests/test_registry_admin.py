@@ -418,7 +418,12 @@ def test_preview_then_sync_now_requests_a_sync_in_the_admins_name(
         assert resp.url.endswith("notice=requested") and "Sync requested" in resp.text
         assert "waiting for Dagster" in resp.text
         assert sync_requests(store) == [{"source": "admin", "requested_by": ADMIN, "dry_run": False}]
+        assert 'id="sync-now"' not in resp.text  # one preview, one sync
         again = post_form(http, base, "/admin/sync/now", {"preview_id": preview_id})
+        assert again.url.endswith("notice=preview_used") and len(sync_requests(store)) == 1
+        post_form(http, base, "/admin/sync/preview")  # a new preview while the request still waits
+        fresh = wait_for_preview(http, base).split('name="preview_id" value="')[1].split('"')[0]
+        again = post_form(http, base, "/admin/sync/now", {"preview_id": fresh})
         assert again.url.endswith("notice=already_requested") and len(sync_requests(store)) == 1
     monkeypatch.setenv("REGISTRY_EVENTS_QUIET_SECONDS", "0")
     with dg.DagsterInstance.ephemeral() as instance:

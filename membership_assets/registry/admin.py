@@ -68,6 +68,7 @@ NOTICES = {
     "already_requested": "A sync request is already waiting for Dagster; it was not requested twice.",
     "preview_unknown": "That preview is no longer the latest one. Preview again.",
     "preview_not_done": "The preview has not finished yet.",
+    "preview_used": "A sync was already requested from that preview. Preview again for another one.",
     "preview_stale": f"That preview is older than {PREVIEW_MAX_AGE_SECONDS // 60} minutes. Preview again.",
     "guards_block": "The guards would stop this sync, so it cannot be started here.",
     "roll_changed": "Another sync was applied after the preview. Preview again to see what is left.",
@@ -536,6 +537,7 @@ class AdminApp:
         if waiting:
             return RedirectResponse(f"{PREFIX}/sync?notice=already_requested", 303)
         request_id = str(uuid.uuid4())
+        preview.used = True
         self.events.record(
             event_id=request_id, event=SYNC_REQUESTED, source=SOURCE_ADMIN, requested_by=ctx.session.user
         )

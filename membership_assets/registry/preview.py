@@ -46,6 +46,7 @@ class Preview:
     base_sync_id: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     failure: str = ""  # a fixed sentence and the error's type, never its text
+    used: bool = False  # a sync was requested from it: one preview, one sync
 
     @property
     def blocked(self) -> bool:
@@ -134,6 +135,8 @@ class PreviewRunner:
             return None, "preview_unknown"
         if preview.state != "done":
             return None, "preview_not_done"
+        if preview.used:
+            return None, "preview_used"
         if self.clock() - (preview.finished_at or 0) > PREVIEW_MAX_AGE_SECONDS:
             return None, "preview_stale"
         if preview.blocked:
