@@ -14,7 +14,7 @@ import pandas as pd
 import requests
 import uvicorn
 
-from membership_assets.registry.admin import AdminSettings
+from membership_assets.registry.admin import AdminSettings, admin_page
 from membership_assets.registry.admin_auth import hash_password
 from membership_assets.registry.delta import compute_delta
 from membership_assets.registry.store import MembersStore, SyncLogEntry
@@ -111,7 +111,12 @@ def serve(db_url: str, admin: AdminSettings):
     """The sync service (API and admin page) on a free loopback port, in this process."""
     settings = SyncApiSettings(members_db_url=db_url, webhook_secret="test-webhook-secret", api_key=API_KEY)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, admin=admin), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, extra_routes=admin_page(db_url, admin)),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -576,10 +576,11 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def admin_routes(
-    store: MembersStore, events: ChangeEventStore, settings: AdminSettings | None = None
-) -> list:
-    """The admin page's routes for the sync service: ``/admin`` and ``/`` leading to it."""
+def admin_page(members_db_url: str, settings: AdminSettings | None = None) -> list:
+    """The admin page's routes for the sync service (``/admin``, and ``/`` leading to it) on the
+    members database at ``members_db_url``; ``settings`` None: from the environment."""
+    store = MembersStore.from_url(members_db_url)
+    events = ChangeEventStore(store)
     if settings is None:
         from ..environment import admin_settings
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,9 +30,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from .admin import AdminSettings, admin_routes
+from .admin import admin_page
 from .events import SOURCE_API, SOURCE_WEBHOOK, SYNC_REQUESTED, WEBHOOK_EVENTS, ChangeEventStore
 from .history import LOG_COLUMNS, sync_rows  # noqa: F401  (LOG_COLUMNS: the API's fields)
 from .store import MembersStore
@@ -307,10 +307,10 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(
-    settings: SyncApiSettings, clock: Callable[[], float] = time.time, admin: AdminSettings | None = None
+    settings: SyncApiSettings, clock: Callable[[], float] = time.time, extra_routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
-    """The receiver as an ASGI app (served by uvicorn; tests drive it in process), with the admin
-    page under /admin (``admin``: its settings; None reads them from the environment)."""
+    """The receiver as an ASGI app (served by uvicorn; tests drive it in process). ``extra_routes``
+    (the admin page, see ``serve``) are served beside the API."""
     store = MembersStore.from_url(settings.members_db_url)
     store.ensure_schema(migrate=settings.auto_migrate)
     events = ChangeEventStore(store)
@@ -334,7 +334,7 @@ def create_app(
         Route("/api/sync/trigger", guarded(receiver.trigger), methods=["POST"]),
         Route("/api/sync/status", guarded(receiver.status), methods=["GET"]),
         Route("/api/sync/logs", guarded(receiver.logs), methods=["GET"]),
-        *admin_routes(store, events, admin),  # the admin page (registry/admin.py)
+        *extra_routes,
     ]
     return Starlette(routes=routes)
 
@@ -351,5 +351,9 @@ def serve(settings: SyncApiSettings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # uvicorn's access log prints the decoded request path (a sender could forge log lines).
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info"
+        create_app(settings, extra_routes=admin_page(settings.members_db_url)),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="info",
     )
