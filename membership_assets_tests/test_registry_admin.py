@@ -3,6 +3,7 @@ then sync now, and the sync API's corrected counts and errors."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -14,9 +15,11 @@ import pandas as pd
 import pytest
 import requests
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from membership_assets.__main__ import main
-from membership_assets.registry.admin import reason_fix
+from membership_assets.registry.admin import reason_codes, reason_fix
 from membership_assets.registry.admin_auth import (
     AdminConfigError,
     LoginLimiter,
@@ -598,3 +601,15 @@ def test_the_service_refuses_to_start_with_malformed_accounts_or_no_session_secr
     monkeypatch.delenv("SYNC_ADMIN_USERS_PASSWORD")
     local = from_environment("local")  # the documented local account
     assert authenticate(local.users, "admin", "simulated-admin-password") == "admin"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=700), codes=st.text(max_size=200))
+def test_no_cookie_form_token_or_reason_text_makes_the_page_fail(text, codes):
+    signer = SessionSigner("s" * 40, 3600)
+    assert signer.read(text) is None  # never a session, never an exception
+    session, _ = signer.issue("anna")
+    assert not signer.csrf_ok(session, text)
+    assert all(isinstance(reason_fix(c), str) for c in reason_codes(codes))
+    with contextlib.suppress(AdminConfigError):
+        parse_users(text)

@@ -160,7 +160,8 @@ class SessionSigner:
         if not cookie or len(cookie) > 512 or cookie.count(".") != 1:
             return None
         payload, mac = cookie.split(".")
-        if not hmac.compare_digest(self._mac(payload.encode()), mac):
+        # Bytes: compare_digest refuses non-ASCII text, and a cookie is whatever a client sends.
+        if not hmac.compare_digest(self._mac(payload.encode()).encode(), mac.encode()):
             return None
         try:
             data = json.loads(_unb64(payload))
@@ -188,7 +189,7 @@ class SessionSigner:
         return self._mac(f"csrf\0{session.sid}".encode())
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(session), token or "")
+        return bool(token) and hmac.compare_digest(self.csrf_token(session).encode(), (token or "").encode())
 
 
 # -- login rate limit ------------------------------------------------------------------------
