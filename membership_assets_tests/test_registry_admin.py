@@ -613,3 +613,22 @@ def test_no_cookie_form_token_or_reason_text_makes_the_page_fail(text, codes):
     assert all(isinstance(reason_fix(c), str) for c in reason_codes(codes))
     with contextlib.suppress(AdminConfigError):
         parse_users(text)
+
+
+def test_two_replicas_share_previews_sync_requests_and_sign_outs(members_db_url, store, django_sim):
+    admin = admin_settings(planner_for(django_sim))
+    with serve(members_db_url, admin) as one, serve(members_db_url, admin) as two:
+        http = sign_in(one)
+        post_form(http, one, "/admin/sync/preview")
+        page = wait_for_preview(http, two)  # the preview runs on one, the page is served by two
+        preview_id = page.split('name="preview_id" value="')[1].split('"')[0]
+        resp = post_form(http, two, "/admin/sync/now", {"preview_id": preview_id}, headers={"Origin": two})
+        assert resp.url.endswith("notice=requested")
+        again = post_form(http, one, "/admin/sync/now", {"preview_id": preview_id})
+        assert again.url.endswith("notice=preview_used") and len(sync_requests(store)) == 1
+        other_session = sign_in(two)
+        post_form(http, one, "/admin/logout")
+        for base in (one, two):  # signing out ends every session of that admin, on every replica
+            resp = other_session.get(f"{base}/admin/", timeout=10, allow_redirects=False)
+            assert resp.status_code == 303
+        assert sign_in(two).get(f"{one}/admin/", timeout=10).status_code == 200  # a new sign-in works

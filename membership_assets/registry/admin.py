@@ -206,6 +206,7 @@ class AdminApp:
         self.login_limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
         self.limiter = ClientRateLimiter(settings.requests_per_second, settings.request_burst)
         self.previews = PreviewRunner(store, settings.planner)
+        self.admin_store = self.previews.admin_store
         self.env = _templates()
         self.css = (
             resources.files("membership_assets.registry").joinpath("admin_static/admin.css").read_bytes()
@@ -250,6 +251,17 @@ class AdminApp:
             and parts.netloc.lower() == request.headers.get("host", "").lower()
         )
 
+    def _session(self, request: Request) -> Session | None:
+        """The signed-in admin's session, unless it expired or the admin signed out since (on
+        any replica: sign-outs are kept in the members database)."""
+        session = self.signer.read(request.cookies.get(self._cookie_name(request)))
+        if session is None:
+            return None
+        signed_out = self.admin_store.signed_out_at(session.user)
+        if signed_out is not None and session.issued <= signed_out.timestamp():
+            return None
+        return session
+
     async def _read_form(self, request: Request) -> dict[str, str]:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
@@ -288,7 +300,7 @@ class AdminApp:
                     ctx.form = await self._read_form(request)
                     if not self._same_origin(request):
                         raise Refused(403, "cross_origin")
-                ctx.session = self.signer.read(request.cookies.get(self._cookie_name(request)))
+                ctx.session = await run_in_threadpool(self._session, request)
                 if signed_in and ctx.session is None:
                     if request.method == "POST":
                         raise Refused(403, "no_session")
@@ -368,7 +380,9 @@ class AdminApp:
         return response
 
     def logout(self, ctx: Ctx) -> Response:
+        """Sign out: every session of this admin ends, on every replica."""
         self.signer.revoke(ctx.session)
+        self.admin_store.sign_out(ctx.session.user, datetime.now(timezone.utc))
         response = RedirectResponse(f"{PREFIX}/login?notice=signed_out", 303)
         response.delete_cookie(
             self._cookie_name(ctx.request),
@@ -504,13 +518,14 @@ class AdminApp:
                 .mappings()
                 .first()
             )
-        preview = self.previews.latest
+        preview = self.previews.latest()
+        finished = preview.finished_at if preview else None
         return self.render(
             "sync.html",
             ctx,
             available=self.previews.available,
             preview=preview,
-            preview_age=(time.time() - preview.finished_at) if preview and preview.finished_at else None,
+            preview_age=(datetime.now(timezone.utc) - finished).total_seconds() if finished else None,
             max_age=PREVIEW_MAX_AGE_SECONDS,
             last_request=request,
             latest=(sync_rows(self.store.engine, limit=1) or [None])[0],
@@ -536,8 +551,9 @@ class AdminApp:
             ).scalar_one()
         if waiting:
             return RedirectResponse(f"{PREFIX}/sync?notice=already_requested", 303)
+        if not self.previews.claim(preview):
+            return RedirectResponse(f"{PREFIX}/sync?notice=preview_used", 303)
         request_id = str(uuid.uuid4())
-        preview.used = True
         self.events.record(
             event_id=request_id, event=SYNC_REQUESTED, source=SOURCE_ADMIN, requested_by=ctx.session.user
         )

@@ -133,6 +133,7 @@ class Session:
     user: str
     sid: str  # random per sign-in; the form token derives from it
     expires: int  # unix seconds
+    issued: float = 0.0  # unix seconds: a sign-out after it ends the session (admin.py)
 
 
 class SessionSigner:
@@ -152,8 +153,13 @@ class SessionSigner:
         return _b64(hmac.new(self._key, data, hashlib.sha256).digest())
 
     def issue(self, user: str) -> tuple[Session, str]:
-        session = Session(user, secrets.token_urlsafe(18), int(self.clock()) + self.lifetime)
-        payload = _b64(json.dumps({"u": session.user, "s": session.sid, "e": session.expires}).encode())
+        now = self.clock()
+        session = Session(user, secrets.token_urlsafe(18), int(now) + self.lifetime, round(now, 3))
+        payload = _b64(
+            json.dumps(
+                {"u": session.user, "s": session.sid, "e": session.expires, "i": session.issued}
+            ).encode()
+        )
         return session, f"{payload}.{self._mac(payload.encode())}"
 
     def read(self, cookie: str | None) -> Session | None:
@@ -165,7 +171,7 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(payload))
-            session = Session(str(data["u"]), str(data["s"]), int(data["e"]))
+            session = Session(str(data["u"]), str(data["s"]), int(data["e"]), float(data["i"]))
         except (ValueError, KeyError, TypeError):
             return None
         if session.expires <= self.clock():

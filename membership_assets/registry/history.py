@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import admin_store  # noqa: F401  (registers the admin page's tables with the members schema)
 from .delta import KINDS
 from .store import changes, rejects, sync_log
 
