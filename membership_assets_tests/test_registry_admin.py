@@ -632,3 +632,20 @@ def test_two_replicas_share_previews_sync_requests_and_sign_outs(members_db_url,
             resp = other_session.get(f"{base}/admin/", timeout=10, allow_redirects=False)
             assert resp.status_code == 303
         assert sign_in(two).get(f"{one}/admin/", timeout=10).status_code == 200  # a new sign-in works
+
+
+def test_a_reinstatement_reads_as_reinstated_in_dagster_too(registry_defs, instance, django_sim):
+    from membership_assets_tests.test_registry_job import run_sync
+
+    everyone = list(django_sim.data.members)
+    valid = set(django_sim.data.truth.valid_kennitalas)
+    gone = {k for k in (str(m["kennitala"]).replace("-", "") for m in everyone) if k in valid}
+    gone = set(sorted(gone)[:15])
+    assert run_sync(registry_defs, instance).success
+    django_sim.set_members([m for m in everyone if str(m["kennitala"]).replace("-", "") not in gone])
+    assert run_sync(registry_defs, instance).success
+    django_sim.set_members(everyone)
+    result = run_sync(registry_defs, instance)
+    [mat] = [m for m in result.asset_materializations_for_node("membership_sync")]
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert (meta["added"], meta["reinstated"], meta["removed"]) == (0, 15, 0)

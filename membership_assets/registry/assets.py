@@ -429,6 +429,7 @@ def membership_sync(
             # A re-execution of a run whose sync already went through: report, don't repeat.
             delta = store.changes_of(entry.id)
             context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
+    applied = counts(delta)
     summary = {
         "sync_id": entry.id,
         "dry_run": False,
@@ -443,9 +444,11 @@ def membership_sync(
             "dry_run": False,
             "status": entry.status,
             "source": entry.source,
-            "added": entry.members_added,
-            "removed": entry.members_removed,
-            "updated": entry.members_updated,
+            # From the applied changes: a reinstated member is not "added" (the log's
+            # members_added holds both; the sync API splits them the same way).
+            **{"added": applied["added"], "reinstated": applied["reinstated"]},
+            "removed": applied["removed"],
+            "updated": applied["changed"],
             "rejected": fig.rejected,
             "eligibility_losses": fig.eligibility_losses,
         },
