@@ -259,10 +259,22 @@ def admin_settings(env: str | None = None):
         users=users,
         # Without a configured secret (local), sessions last until this process restarts.
         session_secret=secret or secrets.token_urlsafe(32),
-        session_seconds=int(float(os.getenv("SYNC_ADMIN_SESSION_HOURS", "8")) * 3600),
+        session_seconds=_session_seconds(os.getenv("SYNC_ADMIN_SESSION_HOURS", "8")),
         public_origin=os.getenv("SYNC_ADMIN_ORIGIN", "").rstrip("/"),
         planner=planner,
     )
+
+
+def _session_seconds(hours: str) -> int:
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        seconds = int(float(hours) * 3600)
+    except ValueError:
+        seconds = 0
+    if not 60 <= seconds <= 7 * 24 * 3600:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_HOURS is a number of hours between 0.02 and 168")
+    return seconds
 
 
 def scratch_io_manager() -> RunScratchIOManager:

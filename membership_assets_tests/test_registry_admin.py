@@ -599,7 +599,13 @@ def test_the_service_refuses_to_start_with_malformed_accounts_or_no_session_secr
     with pytest.raises(AdminConfigError, match="SESSION_SECRET"):
         from_environment("production")
     monkeypatch.delenv("SYNC_ADMIN_USERS_PASSWORD")
+    for hours in ("eight", "0", "1000"):
+        monkeypatch.setenv("SYNC_ADMIN_SESSION_HOURS", hours)
+        with pytest.raises(AdminConfigError, match="SYNC_ADMIN_SESSION_HOURS"):
+            from_environment("local")
+    monkeypatch.setenv("SYNC_ADMIN_SESSION_HOURS", "0.5")
     local = from_environment("local")  # the documented local account
+    assert local.session_seconds == 1800
     assert authenticate(local.users, "admin", "simulated-admin-password") == "admin"
 
 
