@@ -248,6 +248,17 @@ def test_a_public_service_sets_secure_host_only_cookies(members_db_url, store):
         assert resp.status_code == 303
         cookie = resp.headers["set-cookie"]
         assert cookie.startswith("__Host-membership_admin=") and "Secure" in cookie and "Path=/" in cookie
+        # Without a configured origin, any name but loopback gets Secure cookies too.
+        with serve(members_db_url, admin_settings()) as plain:
+            resp = requests.post(
+                f"{plain}/admin/login",
+                data={"username": ADMIN, "password": PASSWORD},
+                headers={"Host": "sync.example.org", "Origin": "http://sync.example.org"},
+                timeout=10,
+                allow_redirects=False,
+            )
+            assert resp.status_code == 303 and "Secure" in resp.headers["set-cookie"]
+            assert resp.headers["set-cookie"].startswith("__Host-membership_admin=")
         # Behind its public name, a form posted from the service's internal address is refused.
         resp = requests.post(
             f"{base}/admin/login",
