@@ -254,7 +254,13 @@ def sync_api(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
-    serve(settings)
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        serve(settings)
+    except AdminConfigError as exc:  # the admin page's accounts or session secret (docs/admin-page.md)
+        print(f"sync-api: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -301,6 +307,29 @@ def migrate(args: argparse.Namespace) -> int:
         store.engine.dispose()
 
 
+def admin_hash(args: argparse.Namespace) -> int:
+    """Print the hash of an admin page password (for SYNC_ADMIN_USERS_PASSWORD); asks twice on a
+    terminal, else reads one line from stdin. The password itself is never printed."""
+    import getpass
+
+    from .registry.admin_auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("admin page password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.user}:{hashed}" if args.user else hashed)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membership_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dialect", default="postgresql", help="dialect of --sql (postgresql | sqlite)")
     p.add_argument("--from", dest="from_revision", help="revision the --sql output starts from")
     p.set_defaults(func=migrate)
+    p = sub.add_parser("admin-hash", help="print a password hash for the admin page's accounts")
+    p.add_argument("user", nargs="?", help="print name:hash, ready for SYNC_ADMIN_USERS_PASSWORD")
+    p.set_defaults(func=admin_hash)
     p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
     p.set_defaults(func=analyst_views)
     args = parser.parse_args(argv)

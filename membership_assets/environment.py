@@ -276,6 +276,64 @@ class _NumberReader:
         return value
 
 
+def admin_settings(env: str | None = None, host: str = "127.0.0.1"):
+    """The admin page's accounts (``SYNC_ADMIN_USERS_PASSWORD``: name:hash pairs), session secret
+    (``SYNC_ADMIN_SESSION_SECRET_PASSWORD``; required in production when accounts exist, so
+    every replica accepts a session), session length (``SYNC_ADMIN_SESSION_HOURS``, default 8),
+    public origin behind a proxy (``SYNC_ADMIN_ORIGIN``) and the registry its preview reads.
+    Local: the account ``admin`` / ``simulated-admin-password`` unless accounts are given, and
+    only on a server bound to loopback (that password is public)."""
+    import secrets
+
+    from .registry.admin import AdminSettings
+    from .registry.admin_auth import AdminConfigError, hash_password, parse_users, verify_password
+    from .registry.credentials import LOCAL_ADMIN_PASSWORD, LOCAL_ADMIN_USER, is_loopback, weakness
+    from .registry.preview import registry_planner
+
+    production = (env or get_environment()) == PRODUCTION
+    users = parse_users(os.getenv("SYNC_ADMIN_USERS_PASSWORD", ""))
+    if not users and not production and is_loopback(host):
+        users = {LOCAL_ADMIN_USER: hash_password(LOCAL_ADMIN_PASSWORD)}
+    elif production or not is_loopback(host):
+        public = [name for name, stored in users.items() if verify_password(LOCAL_ADMIN_PASSWORD, stored)]
+        if public:
+            raise AdminConfigError(
+                f"SYNC_ADMIN_USERS_PASSWORD: the password of {', '.join(public)} is the public local default"
+            )
+    secret = os.getenv("SYNC_ADMIN_SESSION_SECRET_PASSWORD", "")
+    if not secret and production and users:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_SECRET_PASSWORD is required with admin accounts")
+    if secret and (production or not is_loopback(host)) and (problem := weakness(secret)):
+        raise AdminConfigError(f"SYNC_ADMIN_SESSION_SECRET_PASSWORD {problem}")
+    resources = resources_for(env)
+    django = resources["django"]
+    values = {k: getattr(django, k) for k in type(django).model_fields}
+    values = {k: (v.get_value() if isinstance(v, dg.EnvVar) else v) for k, v in values.items()}
+    planner = None
+    if values.get("base_url") and values.get("api_key"):
+        planner = registry_planner(DjangoRegistryResource(**values), resources["registry_policy"])
+    return AdminSettings(
+        users=users,
+        # Without a configured secret (local), sessions last until this process restarts.
+        session_secret=secret or secrets.token_urlsafe(32),
+        session_seconds=_session_seconds(os.getenv("SYNC_ADMIN_SESSION_HOURS", "8")),
+        public_origin=os.getenv("SYNC_ADMIN_ORIGIN", "").rstrip("/"),
+        planner=planner,
+    )
+
+
+def _session_seconds(hours: str) -> int:
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        seconds = int(float(hours) * 3600)
+    except ValueError:
+        seconds = 0
+    if not 60 <= seconds <= 7 * 24 * 3600:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_HOURS is a number of hours between 0.02 and 168")
+    return seconds
+
+
 def scratch_io_manager() -> RunScratchIOManager:
     """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
     sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""

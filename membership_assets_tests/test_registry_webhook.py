@@ -303,7 +303,7 @@ def test_a_trigger_is_recorded_and_launched_without_debouncing(url, events, memb
     assert resp.status_code == 202 and resp.json()["dry_run"] is True
     with dg.DagsterInstance.ephemeral() as instance:
         [request] = tick(instance, members_db_url)
-    assert request.tags["membership/source"] == "manual" and request.tags["membership/trigger"] == "api"
+    assert request.tags["membership/source"] == "api" and request.tags["membership/trigger"] == "api"
     assert request.run_config["ops"]["membership_sync"]["config"]["dry_run"] is True
 
 

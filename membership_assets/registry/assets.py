@@ -20,10 +20,18 @@ from ..metadata import md_preview
 from ..privacy import carries_personal_data, scrub
 from .client import DjangoRegistryClient, RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
-from .guards import SyncFigures, Violation, blocking, evaluate_guards
+from .guards import GuardPolicy, SyncFigures, Violation, blocking, evaluate_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
-from .store import SyncLogEntry
-from .validation import ACTIVE, SUSPENDED, kennitala_key, kennitala_text, mask, validate_members
+from .store import MembersStore, SyncLogEntry
+from .validation import (
+    ACTIVE,
+    SUSPENDED,
+    ValidationResult,
+    kennitala_key,
+    kennitala_text,
+    mask,
+    validate_members,
+)
 
 GROUP = "registry"
 RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status", "status_given"]
@@ -142,6 +150,26 @@ def django_members(
     )
 
 
+def validated_frames(
+    django_members: pd.DataFrame, registry_policy: RegistrySyncPolicy
+) -> tuple[pd.DataFrame, pd.DataFrame, ValidationResult]:
+    """The listing split into valid members and quarantined rows (shared with the admin page's
+    preview, so it judges rows exactly as a sync does)."""
+    rows = django_members.to_dict("records")
+    if rows and registry_policy.missing_status == "reject" and not any(r["status_given"] for r in rows):
+        raise dg.Failure(
+            "the registry's listing has no status field, so nobody can be judged eligible; if "
+            "every row it lists is a member in good standing, set REGISTRY_MISSING_STATUS=active"
+        )
+    result = validate_members(rows, registry_policy.statuses, missing_status=registry_policy.missing_status)
+    valid = pd.DataFrame([vars(m) for m in result.members], columns=["kennitala", "name", "email", "status"])
+    rejects = pd.DataFrame(
+        [{**vars(r), "reasons": ", ".join(r.reasons)} for r in result.rejects],
+        columns=["row_number", "kennitala_raw", "kennitala", "name", "email", "status", "reasons"],
+    )
+    return valid, rejects, result
+
+
 @dg.multi_asset(
     group_name=GROUP,
     outs={
@@ -162,22 +190,7 @@ def registry_validation(
 ):
     """Check kennitala (checksum, date, person), name, email and status; quarantine the rest."""
     with failed_sync_logged(context, members_db, members_fetched=len(django_members)):
-        rows = django_members.to_dict("records")
-        if rows and registry_policy.missing_status == "reject" and not any(r["status_given"] for r in rows):
-            raise dg.Failure(
-                "the registry's listing has no status field, so nobody can be judged eligible; if "
-                "every row it lists is a member in good standing, set REGISTRY_MISSING_STATUS=active"
-            )
-        result = validate_members(
-            rows, registry_policy.statuses, missing_status=registry_policy.missing_status
-        )
-        valid = pd.DataFrame(
-            [vars(m) for m in result.members], columns=["kennitala", "name", "email", "status"]
-        )
-        rejects = pd.DataFrame(
-            [{**vars(r), "reasons": ", ".join(r.reasons)} for r in result.rejects],
-            columns=["row_number", "kennitala_raw", "kennitala", "name", "email", "status", "reasons"],
-        )
+        valid, rejects, result = validated_frames(django_members, registry_policy)
     for r in result.rejects[:20]:
         context.log.warning(f"rejected row {r.row_number} ({mask(r.kennitala)}): {', '.join(r.reasons)}")
     yield dg.Output(
@@ -246,6 +259,36 @@ class PlannedSync:
     protected_kept: int = 0
 
 
+def plan_sync(
+    store: MembersStore,
+    *,
+    django_members: pd.DataFrame,
+    valid_members: pd.DataFrame,
+    member_rejects: pd.DataFrame,
+    guard_policy: GuardPolicy,
+) -> PlannedSync:
+    """The delta against the members table and the guards' answer to it (shared with the admin
+    page's preview, so a preview says exactly what a sync would)."""
+    base = store.last_applied_sync()
+    current = store.current_members()
+    protected = protected_by_rejects(member_rejects, current)
+    delta = compute_delta(valid_members, current, protected)
+    c = counts(delta)
+    figures = SyncFigures(
+        fetched=len(django_members),
+        valid=len(valid_members),
+        rejected=len(member_rejects),
+        active_before=int(current["status"].isin([ACTIVE, SUSPENDED]).sum()),
+        removals=c["removed"],
+        last_fetched=store.last_fetched_count(),
+        eligible_before=int((current["status"] == ACTIVE).sum()),
+        eligibility_losses=eligibility_losses(delta),
+    )
+    violations = evaluate_guards(figures, guard_policy)
+    kept = protected_from_removal(current, valid_members, protected)
+    return PlannedSync(delta, base["id"] if base else None, figures, violations, kept)
+
+
 @dg.asset(group_name=GROUP)
 def membership_delta(
     context: dg.AssetExecutionContext,
@@ -259,31 +302,22 @@ def membership_delta(
     with failed_sync_logged(
         context, members_db, members_fetched=len(django_members), members_rejected=len(member_rejects)
     ):
-        store = members_db.store()
-        base = store.last_applied_sync()
-        current = store.current_members()
-        protected = protected_by_rejects(member_rejects, current)
-        delta = compute_delta(valid_members, current, protected)
-        c = counts(delta)
-        figures = SyncFigures(
-            fetched=len(django_members),
-            valid=len(valid_members),
-            rejected=len(member_rejects),
-            active_before=int(current["status"].isin([ACTIVE, SUSPENDED]).sum()),
-            removals=c["removed"],
-            last_fetched=store.last_fetched_count(),
-            eligible_before=int((current["status"] == ACTIVE).sum()),
-            eligibility_losses=eligibility_losses(delta),
+        planned = plan_sync(
+            members_db.store(),
+            django_members=django_members,
+            valid_members=valid_members,
+            member_rejects=member_rejects,
+            guard_policy=registry_policy.guard_policy,
         )
-        violations = evaluate_guards(figures, registry_policy.guard_policy)
-        kept = protected_from_removal(current, valid_members, protected)
+    delta, figures, violations = planned.delta, planned.figures, planned.violations
+    c = counts(delta)
     return dg.Output(
-        PlannedSync(delta, base["id"] if base else None, figures, violations, kept),
+        planned,
         metadata={
             "dagster/row_count": len(delta),
             **c,
             "active_before": figures.active_before,
-            "kept_because_row_rejected": kept,
+            "kept_because_row_rejected": planned.protected_kept,
             "eligibility_losses": figures.eligibility_losses,
             "would_block": ", ".join(v.guard for v in violations) or "nothing",  # without overrides
             "guards": guards_md(violations),
@@ -395,6 +429,7 @@ def membership_sync(
             # A re-execution of a run whose sync already went through: report, don't repeat.
             delta = store.changes_of(entry.id)
             context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
+    applied = counts(delta)
     summary = {
         "sync_id": entry.id,
         "dry_run": False,
@@ -409,9 +444,11 @@ def membership_sync(
             "dry_run": False,
             "status": entry.status,
             "source": entry.source,
-            "added": entry.members_added,
-            "removed": entry.members_removed,
-            "updated": entry.members_updated,
+            # From the applied changes: a reinstated member is not "added" (the log's
+            # members_added holds both; the sync API splits them the same way).
+            **{"added": applied["added"], "reinstated": applied["reinstated"]},
+            "removed": applied["removed"],
+            "updated": applied["changed"],
             "rejected": fig.rejected,
             "eligibility_losses": fig.eligibility_losses,
         },

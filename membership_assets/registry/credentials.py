@@ -12,12 +12,15 @@ import ipaddress
 
 LOCAL_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented, not a secret: the local default
 LOCAL_API_KEY = "simulated-sync-api-key"
+LOCAL_ADMIN_USER = "admin"  # the local default's admin page account: documented, not a secret
+LOCAL_ADMIN_PASSWORD = "simulated-admin-password"
 
 # One list of everything public that looks like a credential (simulator tokens, Django's stand-in
 # key, the local defaults above, the test suite's and benchmarks' secrets).
 SHIPPED_CONSTANTS: tuple[str, ...] = (
     LOCAL_WEBHOOK_SECRET,
     LOCAL_API_KEY,
+    LOCAL_ADMIN_PASSWORD,
     "simulated-action-builder-token",
     "simulated-django-token",
     "local-registry-stand-in-not-a-secret",

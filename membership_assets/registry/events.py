@@ -27,6 +27,7 @@ PING = "ping"  # a signed webhook that only proves the path works: acknowledged,
 
 SOURCE_WEBHOOK = "webhook"
 SOURCE_API = "api"  # an admin's manual trigger through the sync API
+SOURCE_ADMIN = "admin"  # an admin's "sync now" on the admin page (requested_by: the admin's name)
 
 change_events = sa.Table(
     "registry_change_events",
@@ -41,6 +42,7 @@ change_events = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("consumed_at", TS),
     sa.Column("run_key", sa.String(64)),
+    sa.Column("requested_by", sa.String(32)),  # the admin page's signed-in admin (revision 0006)
     sa.Index("idx_change_events_pending", "consumed_at", "id"),
     sa.Index("idx_change_events_run_key", "run_key"),
 )
@@ -148,6 +150,7 @@ class ChangeEventStore:
         member_id: int | None = None,
         occurred_at: datetime | None = None,
         dry_run: bool = False,
+        requested_by: str | None = None,
         now: datetime | None = None,
     ) -> bool:
         """Store one event; False when its event_id was already recorded (a replay or a retry)."""
@@ -159,6 +162,7 @@ class ChangeEventStore:
             "occurred_at": occurred_at,
             "received_at": now or datetime.now(timezone.utc),
             "dry_run": dry_run,
+            "requested_by": requested_by,
         }
         try:
             with self.engine.begin() as conn:
@@ -226,6 +230,20 @@ class ChangeEventStore:
             }
             for r in rows
         ]
+
+    def requesters(self, run_key: str) -> tuple[list[str], bool]:
+        """Who asked for the sync of one claimed batch: (admins' names, whether the sync API did)."""
+        c = change_events.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.source, c.requested_by)
+                .where(c.run_key == run_key, c.event == SYNC_REQUESTED)
+                .distinct()
+                .order_by(c.requested_by)
+            ).all()
+        return sorted({r.requested_by for r in rows if r.requested_by}), any(
+            r.source == SOURCE_API for r in rows
+        )
 
     def stats(self) -> dict[str, Any]:
         """Pending count and the latest arrival, for GET /api/sync/status."""

@@ -42,6 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from .admin import admin_page
 from .credentials import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, is_loopback, weakness
 from .events import (
     PING,
@@ -52,7 +53,8 @@ from .events import (
     ChangeEventStore,
     ReceiverStore,
 )
-from .store import MembersStore, sync_log
+from .history import LOG_COLUMNS, sync_rows  # noqa: F401  (LOG_COLUMNS: the API's fields)
+from .store import MembersStore
 
 __all__ = ["LOCAL_API_KEY", "LOCAL_WEBHOOK_SECRET"]  # re-exported: the stand-in signs with it
 
@@ -66,22 +68,6 @@ REQUEST_ID_HEADER = "x-membership-request-id"
 API_KEY_HEADER = "x-api-key"
 SIGNATURE_PREFIX = "sha256="
 MAX_TARGET_BYTES = 2048  # path and query of any request this service serves
-LOG_COLUMNS = [
-    "id",
-    "sync_time",
-    "source",
-    "status",
-    "dry_run",
-    "members_fetched",
-    "members_added",
-    "members_removed",
-    "members_updated",
-    "members_rejected",
-    "duration_ms",
-    "run_id",
-]
-# Errors may quote a failing row; the API shows what failed, never the row (personal data).
-SAFE_ERROR_KEYS = ("step", "type")
 # Refusals that mean "a sender we should trust cannot get through" (wrong secret, clock off).
 AUTH_REASONS = ("unsigned", "bad_timestamp", "stale_timestamp", "bad_signature", "bad_api_key")
 
@@ -608,21 +594,7 @@ class Receiver:
         return JSONResponse({"ready": ok}, 200 if ok else 503)
 
     def _log_rows(self, limit: int, applied_only: bool = False) -> list[dict[str, Any]]:
-        query = sa.select(*[sync_log.c[c] for c in LOG_COLUMNS], sync_log.c.errors)
-        if applied_only:
-            query = query.where(sync_log.c.status.in_(("success", "partial")), sync_log.c.dry_run.is_(False))
-        query = query.order_by(sync_log.c.sync_time.desc(), sync_log.c.created_at.desc()).limit(limit)
-        with self.events.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        out = []
-        for r in rows:
-            row = _jsonable({c: r[c] for c in LOG_COLUMNS})
-            errors = r["errors"]
-            if isinstance(errors, str):
-                errors = json.loads(errors)
-            row["error"] = {k: errors.get(k) for k in SAFE_ERROR_KEYS} if isinstance(errors, dict) else None
-            out.append(row)
-        return out
+        return sync_rows(self.events.engine, limit=limit, applied_only=applied_only)
 
     def housekeeping(self) -> None:
         """Blocking: write refusal counts, forget old request ids, refresh the pending count."""
@@ -782,4 +754,4 @@ def create_app(
 def serve(settings: SyncApiSettings) -> None:
     from .sync_server import run
 
-    run(create_app(settings), settings)
+    run(create_app(settings, extra_routes=admin_page(settings.members_db_url, host=settings.host)), settings)

@@ -3,7 +3,7 @@
 Frozen: later changes are new revisions. The tables are ``events.api_request_ids`` and
 ``events.receiver_counts`` in the code.
 
-Revision ID: 0006_h5
+Revision ID: 0005
 Revises: 0004
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_h5"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
