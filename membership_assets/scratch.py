@@ -101,6 +101,10 @@ class _GcsStore:
                 blob.delete()
 
 
+class ScratchNotSharedError(RuntimeError):
+    """The run's intermediates or checkpoints would be lost with its pod: the run does not start."""
+
+
 def launcher_class(instance: dg.DagsterInstance | None) -> str:
     """The class name of the instance's run launcher, read from its config (not instantiated)."""
     ref = getattr(instance, "_ref", None)
@@ -161,7 +165,7 @@ class RunScratchIOManager(dg.ConfigurableIOManager):
             state_dir_refusal(self.state_dir, launcher) if self.production else None
         )
         if problem:
-            raise dg.DagsterInvariantViolationError(problem)
+            raise ScratchNotSharedError(problem)
 
     def _store(self, instance: dg.DagsterInstance | None) -> _LocalStore | _GcsStore:
         base = self.base_path
