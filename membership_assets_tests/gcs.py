@@ -34,9 +34,14 @@ class Emulator:
         return {"STORAGE_EMULATOR_HOST": self.url, "GOOGLE_CLOUD_PROJECT": "membership-test"}
 
     def client(self):
+        from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="membership-test", client_options={"api_endpoint": self.url})
+        return storage.Client(
+            project="membership-test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
 
     def names(self, prefix: str = "") -> list[str]:
         return sorted(b.name for b in self.client().list_blobs(self.bucket, prefix=prefix))

@@ -244,7 +244,7 @@ def test_production_instance_keeps_the_local_instance_settings():
     production = instance_yaml()
     for key, value in local.items():
         assert production[key] == value, key
-    assert set(production) - set(local) == {"storage", "run_coordinator", "run_monitoring"}
+    assert set(production) - set(local) == {"storage", "compute_logs", "run_coordinator", "run_monitoring"}
 
 
 @pytest.mark.parametrize("name", ["deploy", "helm"])
