@@ -67,6 +67,9 @@ class _GcsStore:
         from google.cloud import storage
 
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
+        if not bucket or not prefix.strip("/"):
+            # The purge deletes old objects under the prefix: never a whole, possibly shared, bucket.
+            raise ValueError(f"scratch URL {url!r} needs a bucket and a prefix: gs://bucket/prefix")
         if credentials_json and not os.getenv("STORAGE_EMULATOR_HOST"):
             client = storage.Client.from_service_account_info(json.loads(credentials_json))
         else:
@@ -75,7 +78,7 @@ class _GcsStore:
         self.prefix = prefix.strip("/")
 
     def _name(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return f"{self.prefix}/{key}"
 
     def write(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._name(key)).upload_from_string(data)

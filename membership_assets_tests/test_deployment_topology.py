@@ -124,7 +124,11 @@ def holding_the_sync_lock(members_url) -> Iterator:
     conn.execute(sa.text("SELECT pg_advisory_lock(hashtext('membership_sync'))"))
     try:
         yield lambda: conn.execute(
-            sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            # pg_locks is server-wide: only this database's waiters (other tests share the server)
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
         ).scalar()
     finally:
         conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))

@@ -188,6 +188,8 @@ def test_gcs_purge_removes_only_outputs_older_than_keep_days(gcs_env):
     time.sleep(1.1)  # object timestamps have one-second resolution
     store.purge_older_than(0.5)
     assert gcs_env.names("purge/") == []
+    with pytest.raises(ValueError, match="gs://bucket/prefix"):
+        RunScratchIOManager(base_path="gs://membership-scratch")._store(None)  # never a whole bucket
 
 
 def test_isolated_runs_refuse_pod_local_scratch_before_any_step(tmp_path):
