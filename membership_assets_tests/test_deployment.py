@@ -4,9 +4,11 @@ What is checked here, and where each fact comes from:
 - deploy/dagster.yaml and the instance config the chart would write (the blocks rendered below
   and additionalInstanceConfig) are validated by Dagster 1.13.27 itself (the installed package).
 - Every key path and JSON type of deploy/helm/values.yaml against CHART_KEYS, recorded by hand from
-  dagster-io/dagster: helm/dagster/values.schema.json at bdb8547fab49 (including
-  schema/.../subschema/compute_log_manager.py's GCSComputeLogManager and concurrency.py), and
-  templates/configmap-instance.yaml at 835892b45aaa for the untyped runMonitoring/runRetries.
+  dagster-io/dagster: helm/dagster/values.schema.json at bdb8547fab49, the schema sources
+  schema/charts/dagster/subschema/compute_log_manager.py (007010702fbd), concurrency.py and
+  migrate.py (0f2d9d8ee175), and templates/configmap-instance.yaml at 835892b45aaa for the
+  untyped runMonitoring/runRetries; the user deployment's initContainers from
+  charts/dagster-user-deployments/templates/deployment-user.yaml (042cec960565).
 - How the chart turns our run-coordinator and concurrency values into instance config, re-done in
   Python after templates/helpers/instance/_run-coordinator.tpl (091d841894c2) and
   _concurrency.tpl (99dc34fc9b04), with Helm's rule that values merge over the chart's defaults
