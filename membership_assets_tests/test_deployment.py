@@ -261,6 +261,8 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
     assert not values["dagsterDaemon"]["runRetries"]["enabled"]  # else the chart writes a 2nd block
     monitoring = values["dagsterDaemon"]["runMonitoring"]
     for key, value in instance["run_monitoring"].items():
+        if key == "max_runtime_seconds":  # configmap-instance.yaml (835892b45aaa) does not write it
+            continue
         camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
         assert monitoring[camel] == value, key
     assert (

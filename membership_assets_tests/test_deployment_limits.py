@@ -29,7 +29,9 @@ def test_every_job_has_its_max_runtime_and_monitoring_enforces_it():
     for name, job in jobs.items():
         assert job.tags[MAX_RUNTIME_TAG] == str(MAX_RUNTIME_SECONDS[name]), name
     # Only the daemon's run monitoring enforces the tag: on in both instance configs.
-    assert yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_monitoring"]["enabled"]
+    monitoring = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_monitoring"]
+    assert monitoring["enabled"]
+    assert monitoring["max_runtime_seconds"] == max(MAX_RUNTIME_SECONDS.values())  # untagged runs
     assert helm_values()["dagsterDaemon"]["runMonitoring"]["enabled"]
 
 
