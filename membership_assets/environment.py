@@ -334,12 +334,19 @@ def _session_seconds(hours: str) -> int:
     return seconds
 
 
-def scratch_io_manager() -> RunScratchIOManager:
+def scratch_io_manager(env: str | None = None) -> RunScratchIOManager:
     """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
-    sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""
-    return RunScratchIOManager(base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""))
+    sees it (MEMBERSHIP_SCRATCH_URL, with the BigQuery service account or ADC); locally the
+    Dagster instance's storage directory."""
+    production = (env or get_environment()) == PRODUCTION
+    return RunScratchIOManager(
+        base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""),
+        credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD") if production else "",
+        production=production,
+        state_dir=str(state_dir()) if production else "",
+    )
 
 
 def resources_for(env: str | None = None) -> dict[str, Any]:
     resources = production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
-    return {**resources, "io_manager": scratch_io_manager()}
+    return {**resources, "io_manager": scratch_io_manager(env)}

@@ -15,6 +15,7 @@ from membership_assets.simulators.action_builder import ActionBuilderSimulator
 from membership_assets.simulators.action_builder_seed import CampaignData, SeedConfig, generate_campaign
 from membership_assets.warehouse.resources import DuckDBWarehouse
 from membership_assets_tests.browser import browser, page  # noqa: F401  (fixtures)
+from membership_assets_tests.gcs import gcs, gcs_env  # noqa: F401  (fixtures)
 
 # Pseudonyms and scratch encryption need a key; a test key instead of a generated ./.local one.
 os.environ.setdefault("MEMBERSHIP_PRIVACY_KEY_PASSWORD", "test-only-privacy-key")

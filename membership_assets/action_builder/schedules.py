@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
 from .assets import GROUP
 
@@ -12,7 +13,7 @@ action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
-    tags={"membership/pipeline": "action_builder"},
+    tags={"membership/pipeline": "action_builder", **max_runtime_tags("action_builder_tag_sync")},
 )
 
 

@@ -8,6 +8,7 @@ from pydantic import Field
 from .. import pools
 from ..connectors.errors import ApiError
 from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
+from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
@@ -23,7 +24,7 @@ registry_sync = dg.define_asset_job(
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Fetch eligible members from Django, validate, apply the delta, archive. Launch "
     "by hand with dry_run / allow_mass_removal in membership_sync's config.",
-    tags={"membership/pipeline": "registry"},
+    tags={"membership/pipeline": "registry", **max_runtime_tags("registry_sync")},
 )
 
 registry_preview = dg.define_asset_job(
@@ -33,7 +34,7 @@ registry_preview = dg.define_asset_job(
     "registry (membership_delta shows the delta, eligibility losses and would_block) but never "
     "plans membership_sync, member_eligibility or audit history, so even a failed preview leaves "
     "them untouched.",
-    tags={"membership/pipeline": "registry", DRY_RUN_TAG: "true"},
+    tags={"membership/pipeline": "registry", DRY_RUN_TAG: "true", **max_runtime_tags("registry_preview")},
 )
 
 registry_hourly = dg.ScheduleDefinition(
@@ -154,6 +155,9 @@ def rollback_membership_sync(
     return {"sync_id": entry.id, "rolled_back": config.sync_id}
 
 
-@dg.job(tags={"membership/pipeline": "registry"}, description="Undo the latest applied membership sync.")
+@dg.job(
+    tags={"membership/pipeline": "registry", **max_runtime_tags("registry_rollback")},
+    description="Undo the latest applied membership sync.",
+)
 def registry_rollback():
     rollback_membership_sync()
