@@ -200,16 +200,18 @@ def test_rollback_restores_the_membership_before_a_sync(registry_defs, instance,
     assert bad.success
     job = registry_defs.resolve_job_def("registry_rollback")
     preview = job.execute_in_process(
-        run_config={
-            "ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id, "dry_run": True}}}
-        },
+        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id}}}},
         instance=instance,
     )
     shown = preview.output_for_node("rollback_membership_sync")
     assert (shown["sync_id"], shown["would_change"]) == (None, 2)
     assert shown["counts"] == {"added": 0, "reinstated": 1, "changed": 1, "removed": 0}
     undo = job.execute_in_process(
-        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id}}}},
+        run_config={
+            "ops": {
+                "rollback_membership_sync": {"config": {"sync_id": bad.run_id, "confirm_sync_id": bad.run_id}}
+            }
+        },
         instance=instance,
     )
     assert undo.success
@@ -223,7 +225,13 @@ def test_rolling_back_an_older_sync_is_refused(registry_defs, instance, django_s
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     assert run_sync(registry_defs, instance).success
     undo = registry_defs.resolve_job_def("registry_rollback").execute_in_process(
-        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": first.run_id}}}},
+        run_config={
+            "ops": {
+                "rollback_membership_sync": {
+                    "config": {"sync_id": first.run_id, "confirm_sync_id": first.run_id}
+                }
+            }
+        },
         instance=instance,
         raise_on_error=False,
     )

@@ -496,11 +496,11 @@ def test_a_preview_run_never_plans_the_sync_even_when_it_fails(
 # -- 8. rollback preview and record ------------------------------------------------------------
 
 
-def rollback(defs, instance, sync_id: str, dry_run: bool = False):
+def rollback(defs, instance, sync_id: str, dry_run: bool = False, **overrides):
+    """registry_rollback as launched from the UI: confirmed (sync_id repeated) unless a dry run."""
+    config = {"sync_id": sync_id, **({} if dry_run else {"confirm_sync_id": sync_id}), **overrides}
     return defs.resolve_job_def("registry_rollback").execute_in_process(
-        run_config={
-            "ops": {"rollback_membership_sync": {"config": {"sync_id": sync_id, "dry_run": dry_run}}}
-        },
+        run_config={"ops": {"rollback_membership_sync": {"config": config}}},
         instance=instance,
         raise_on_error=False,
     )
