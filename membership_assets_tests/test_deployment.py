@@ -239,12 +239,12 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
 
 
 def test_production_instance_keeps_the_local_instance_settings():
-    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres, queue and monitoring."""
+    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres and the queue."""
     local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     production = instance_yaml()
     for key, value in local.items():
         assert production[key] == value, key
-    assert set(production) - set(local) == {"storage", "run_coordinator", "run_monitoring"}
+    assert set(production) - set(local) == {"storage", "run_coordinator"}
 
 
 @pytest.mark.parametrize("name", ["deploy", "helm"])

@@ -12,9 +12,11 @@ from membership_assets.registry.store import MembersStore
 SYNC = "registry_sync"
 
 
-def run_sync(defs, instance, *, tags=None, **sync_config):
-    run_config = {"ops": {"membership_sync": {"config": sync_config}}} if sync_config else {}
-    return defs.resolve_job_def(SYNC).execute_in_process(
+def run_sync(defs, instance, *, tags=None, dry_run=False, **sync_config):
+    """registry_sync, or with ``dry_run`` the registry_preview job (the real sync has no switch)."""
+    job, step = ("registry_preview", "preview_registry_sync") if dry_run else (SYNC, "membership_sync")
+    run_config = {"ops": {step: {"config": sync_config}}} if sync_config else {}
+    return defs.resolve_job_def(job).execute_in_process(
         run_config=run_config, instance=instance, tags=tags or {}, raise_on_error=False
     )
 
@@ -46,7 +48,8 @@ def expected_eligibility(sim) -> dict[str, bool]:
 
 def dry_run_report(result) -> dict:
     """What a dry run reported: the observation of membership_sync (it materializes nothing)."""
-    [obs] = result.asset_observations_for_node("membership_sync")
+    [obs] = result.asset_observations_for_node("preview_registry_sync")
+    assert obs.asset_key == dg.AssetKey("membership_sync")
     return {k: v.value for k, v in obs.metadata.items()}
 
 
@@ -174,7 +177,7 @@ def test_dry_run_reports_the_exact_delta_and_writes_nothing(
     assert dry.success
     report = dry_run_report(dry)
     assert report["dry_run"] and (report["removed"], report["changed"]) == (1, 1)
-    planned = dry.output_for_node("membership_delta").delta
+    planned = dry.output_for_node("preview_registry_sync")["delta"]
     assert len(planned) == 2
     pd.testing.assert_frame_equal(members_table(members_db_url), before)
     store = store_for(members_db_url)

@@ -11,12 +11,12 @@ from .. import pools
 from ..connectors.errors import ApiError
 from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from ..notify.freshness import FRESHNESS_CHECKS
-from ..run_tags import mark_dry_run
+from ..run_tags import DRY_RUN_TAGS, mark_dry_run
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from ..warehouse.schema import TABLES
-from .assets import DRY_RUN_TAG, GROUP, delta_preview, guards_md, sync_id_of
+from .assets import GROUP, delta_preview, guards_md, preview_registry_sync, sync_id_of
 from .delta import apply_in_memory, counts, eligibility_losses
 from .guards import RollbackFigures, Violation, blocking, evaluate_rollback_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
@@ -26,20 +26,23 @@ from .validation import ACTIVE, SUSPENDED
 registry_sync = dg.define_asset_job(
     "registry_sync",
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
-    description="Fetch eligible members from Django, validate, apply the delta, archive. Launch "
-    "by hand with dry_run / allow_mass_removal in membership_sync's config.",
+    description="Fetch eligible members from Django, validate, apply the delta, archive. Always "
+    "real: to see what it would do, launch registry_preview. Overrides for this run only: "
+    "allow_mass_removal / allow_empty_upstream in membership_sync's config.",
     tags={"membership/pipeline": "registry"},
 )
 
-registry_preview = dg.define_asset_job(
-    "registry_preview",
-    selection=dg.AssetSelection.assets("membership_delta").upstream(),
-    description="What a registry sync would do, without planning one: reads and judges the "
-    "registry (membership_delta shows the delta, eligibility losses and would_block) but never "
-    "plans membership_sync, member_eligibility or audit history, so even a failed preview leaves "
-    "them untouched.",
-    tags={"membership/pipeline": "registry", DRY_RUN_TAG: "true"},
+
+@dg.job(
+    tags={"membership/pipeline": "registry", **DRY_RUN_TAGS},
+    description="Dry run of registry_sync: reads and judges the registry as a sync does and "
+    "reports the exact delta, the eligibility losses and what would block it (an observation "
+    "of membership_sync). Materializes nothing, writes no sync log or audit history, emails no "
+    "admin on failure (launch with tag membership/alert_admins=true to be told).",
 )
+def registry_preview():
+    preview_registry_sync()
+
 
 registry_hourly = dg.ScheduleDefinition(
     name="registry_hourly",
@@ -58,7 +61,13 @@ ACTIVE_RUN_STATUSES = [
 ]
 
 
-@dg.sensor(job=registry_sync, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=registry_sync,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Fallback for missed webhooks (off by default): every minute, asks Django whether "
+    "any member changed and starts registry_sync if so.",
+)
 def django_members_changed(context: dg.SensorEvaluationContext, django: DjangoRegistryResource):
     """Start a sync when any member in the registry changes (fallback for missed webhooks)."""
     client = django.open_client()
