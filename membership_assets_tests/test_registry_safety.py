@@ -430,7 +430,9 @@ def test_allow_empty_upstream_alone_lets_an_empty_registry_through(
 
 def test_a_dry_run_materializes_nothing_and_is_tagged(registry_defs, instance, django_sim, members_db_url):
     assert run_sync(registry_defs, instance).success
-    graph_before = {k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()}
+    graph_before = {
+        k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()
+    }
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert dry.success
@@ -440,7 +442,9 @@ def test_a_dry_run_materializes_nothing_and_is_tagged(registry_defs, instance, d
     assert store_for(members_db_url).log_entry(dry.run_id) is None
     assert instance.get_run_by_id(dry.run_id).tags["membership/dry_run"] == "true"
     # The asset graph is as it was: same latest materialization of every asset.
-    graph_after = {k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()}
+    graph_after = {
+        k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()
+    }
     assert graph_after == graph_before
 
 
