@@ -82,6 +82,7 @@ class Topology:
             timeout=120,
         )
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        self.launched = time.monotonic()
         return run_id
 
     def step_started(self, run_id: str, step: str) -> bool:
@@ -89,7 +90,10 @@ class Topology:
             e.step_key == step for e in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
         )
 
+    launched: float = 0.0
+
     def kill_worker(self, run_id: str) -> float:
+        print(f"{run_id}: launched -> killed in {time.monotonic() - self.launched:.1f}s")
         [started] = [
             e
             for e in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
@@ -244,7 +248,7 @@ def kill_before_report_email(t: Topology) -> None:
     t.gate.unlink(missing_ok=True)
     (t.gate.parent / WAITING).unlink(missing_ok=True)
     sent_before = _reports(t.state)
-    run_id = t.launch("action_builder_tag_sync", _ab_config(live=False))
+    run_id = t.launch("action_builder_tag_sync", _ab_config(live=False, mode="incremental"))
     wait_for("the report email to wait for the mail server", (t.gate.parent / WAITING).exists, timeout=BOUND)
     assert t.step_started(run_id, "mismatch_report_email")
     assert t.slots_claimed(pools.ACTION_BUILDER) == 1
@@ -254,10 +258,10 @@ def kill_before_report_email(t: Topology) -> None:
     assert _reports(t.state) == sent_before + 1
 
 
-def _ab_config(live: bool) -> dict:
+def _ab_config(live: bool, mode: str = "full") -> dict:
     return {
         "ops": {
-            "action_builder_campaign": {"config": {"mode": "full"}},
+            "action_builder_campaign": {"config": {"mode": mode}},
             "outdated_tagging_deletions": {"config": {"dry_run": not live}},
         }
     }
