@@ -300,14 +300,18 @@ def test_dev_starts_the_stand_ins_and_dagster_dev_with_the_projects_instance(tmp
             seen["sims"] = "down"
 
     class DagsterDev:
-        def __init__(self, command, env):
+        pid = 2**22 + 7  # no such process: nothing of it is left to stop
+
+        def __init__(self, command, env, **popen_options):
             home = Path(env["DAGSTER_HOME"])
             seen.update(
                 command=command, config=(home / "dagster.yaml").read_text(), sims_meanwhile=seen["sims"]
             )
 
-        def wait(self):
+        def wait(self, timeout=None):
             return 0
+
+        poll = wait
 
     monkeypatch.setattr("membership_assets.simulators.local.LocalSimulators", Simulators)
     monkeypatch.setattr(subprocess, "Popen", DagsterDev)

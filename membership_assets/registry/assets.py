@@ -27,7 +27,62 @@ from .store import MembersStore, SyncLogEntry
 from .validation import ACTIVE, SUSPENDED, kennitala_key, kennitala_text, mask, validate_members
 
 GROUP = "registry"
-RAW_COLUMNS = ["row_number", "kennitala", "name", "email", "status", "status_given"]
+
+# The columns of each table the registry assets hold, for the asset pages (dagster/column_schema).
+_KT = "Icelandic national id, 10 digits (personal data: never shown in previews)"
+RAW_SCHEMA = {
+    "row_number": ("int", "Position in the registry's listing (1-based)."),
+    "kennitala": ("string", f"As listed (a JSON number as its zero-padded digits). {_KT}"),
+    "name": ("string", "As listed (personal data)."),
+    "email": ("string", "As listed (personal data)."),
+    "status": ("string", "The registry's own status value, as listed."),
+    "status_given": ("bool", "Whether the row had a status field at all."),
+}
+MEMBER_SCHEMA = {
+    "kennitala": ("string", _KT),
+    "name": ("string", "Normalized (personal data)."),
+    "email": ("string", "Normalized, lower case (personal data)."),
+    "status": ("string", "active | suspended | removed (mapped from the registry's status)."),
+}
+REJECT_SCHEMA = {
+    "row_number": ("int", "Position in the registry's listing: the row to fix in Django."),
+    "kennitala_raw": ("string", "The kennitala field as listed (quarantine only)."),
+    "kennitala": ("string", f"The same, when it could be read as one. {_KT}"),
+    "name": ("string", "As listed (personal data)."),
+    "email": ("string", "As listed (personal data)."),
+    "status": ("string", "As listed."),
+    "reasons": ("string", "Why the row was quarantined, comma-separated."),
+}
+DELTA_SCHEMA = {
+    "kennitala": ("string", _KT),
+    "change_kind": ("string", "added | reinstated | changed | removed"),
+    **{f"old_{f}": ("string", f"{f} before the change") for f in ("name", "email", "status")},
+    **{f"new_{f}": ("string", f"{f} after the change") for f in ("name", "email", "status")},
+}
+# The member_eligibility view (migrations/versions/0001_baseline.py); a test compares the two.
+ELIGIBILITY_SCHEMA = {
+    "kennitala": ("string", _KT),
+    "name": ("string", "Personal data."),
+    "email": ("string", "Personal data."),
+    "status": ("string", "active | suspended (removed members are not listed)."),
+    "eligible": ("bool", "May vote: status is active."),
+    "synced_at": ("timestamp", "When the sync that last changed this member applied."),
+}
+RAW_COLUMNS = list(RAW_SCHEMA)
+
+
+def column_schema(columns: dict[str, tuple[str, str]]) -> dict:
+    """Definition metadata showing ``columns`` on the asset's page."""
+    return {
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, kind, description=text) for name, (kind, text) in columns.items()]
+        )
+    }
+
+
+# Previews in run history name members by keyed pseudonym (privacy.pseudonym), labelled as such.
+PSEUDONYM = "member_pseudonym"
+PSEUDONYM_OF_RAW = "raw_kennitala_pseudonym"
 
 
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
@@ -142,7 +197,7 @@ def fetch_registry(django: DjangoRegistryResource, members_db: MembersDatabase, 
     return RegistryRead(frame, listing, client.stats.requests)
 
 
-@dg.asset(group_name=GROUP, tags={"dagster/kind/django": ""})
+@dg.asset(group_name=GROUP, tags={"dagster/kind/django": ""}, metadata=column_schema(RAW_SCHEMA))
 def django_members(
     context: dg.AssetExecutionContext, django: DjangoRegistryResource, members_db: MembersDatabase
 ) -> dg.Output[pd.DataFrame]:
@@ -162,10 +217,10 @@ def validate_listing(django_members: pd.DataFrame, registry_policy: RegistrySync
             "every row it lists is a member in good standing, set REGISTRY_MISSING_STATUS=active"
         )
     result = validate_members(rows, registry_policy.statuses, missing_status=registry_policy.missing_status)
-    valid = pd.DataFrame([vars(m) for m in result.members], columns=["kennitala", "name", "email", "status"])
+    valid = pd.DataFrame([vars(m) for m in result.members], columns=list(MEMBER_SCHEMA))
     rejects = pd.DataFrame(
         [{**vars(r), "reasons": ", ".join(r.reasons)} for r in result.rejects],
-        columns=["row_number", "kennitala_raw", "kennitala", "name", "email", "status", "reasons"],
+        columns=list(REJECT_SCHEMA),
     )
     return valid, rejects, result
 
@@ -180,8 +235,13 @@ def log_rejects(log, result) -> None:
 @dg.multi_asset(
     group_name=GROUP,
     outs={
-        "valid_members": dg.AssetOut(description="Registry rows that passed validation, normalized."),
-        "member_rejects": dg.AssetOut(description="Rows quarantined by validation, with reasons."),
+        "valid_members": dg.AssetOut(
+            description="Registry rows that passed validation, normalized.",
+            metadata=column_schema(MEMBER_SCHEMA),
+        ),
+        "member_rejects": dg.AssetOut(
+            description="Rows quarantined by validation, with reasons.", metadata=column_schema(REJECT_SCHEMA)
+        ),
     },
     check_specs=[
         dg.AssetCheckSpec(
@@ -208,14 +268,17 @@ def registry_validation(
             "duplicates_merged": result.duplicates_merged,
         },
     )
-    preview = rejects.assign(kennitala_raw=rejects["kennitala_raw"].map(lambda k: mask(str(k)) if k else k))
+    # Labelled as what it is: a keyed pseudonym of the raw value, never the kennitala itself.
+    preview = rejects.assign(
+        **{PSEUDONYM_OF_RAW: rejects["kennitala_raw"].map(lambda k: mask(str(k)) if k else k)}
+    )
     yield dg.Output(
         rejects,
         "member_rejects",
         metadata={
             "dagster/row_count": len(rejects),
             "preview": md_preview(
-                preview, ["row_number", "kennitala_raw", "reasons"], rows=None, empty="none"
+                preview, ["row_number", PSEUDONYM_OF_RAW, "reasons"], rows=None, empty="none"
             ),
         },
     )
@@ -248,9 +311,9 @@ def guards_md(violations: list[Violation]) -> dg.MetadataValue:
 
 def delta_preview(delta: pd.DataFrame) -> dg.MetadataValue:
     """The first changes, members named by pseudonym (masking only those shown: not a 1M-row map)."""
-    shown = delta.head(25).assign(kennitala=lambda d: d["kennitala"].map(mask))
+    shown = delta.head(25).assign(**{PSEUDONYM: lambda d: d["kennitala"].map(mask)})
     return md_preview(
-        shown, ["kennitala", "change_kind", "old_status", "new_status"], rows=None, empty="no changes"
+        shown, [PSEUDONYM, "change_kind", "old_status", "new_status"], rows=None, empty="no changes"
     )
 
 
@@ -305,7 +368,7 @@ def plan_sync(
     return PlannedSync(delta, base["id"] if base else None, figures, violations, kept)
 
 
-@dg.asset(group_name=GROUP)
+@dg.asset(group_name=GROUP, metadata=column_schema(DELTA_SCHEMA))
 def membership_delta(
     context: dg.AssetExecutionContext,
     members_db: MembersDatabase,
@@ -470,7 +533,12 @@ def membership_sync(
     )
 
 
-@dg.asset(group_name=GROUP, deps=[membership_sync], tags={"dagster/kind/sql": ""})
+@dg.asset(
+    group_name=GROUP,
+    deps=[membership_sync],
+    tags={"dagster/kind/sql": ""},
+    metadata=column_schema(ELIGIBILITY_SCHEMA),
+)
 def member_eligibility(
     context: dg.AssetExecutionContext, members_db: MembersDatabase
 ) -> dg.MaterializeResult:
