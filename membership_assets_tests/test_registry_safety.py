@@ -504,8 +504,10 @@ def rollback(defs, instance, sync_id: str, dry_run: bool = False, **overrides):
 
 
 def test_a_rollback_preview_makes_the_real_checks_and_shows_the_changes(
-    registry_defs, instance, django_sim, members_db_url
+    registry_defs, instance, django_sim, members_db_url, outbox
 ):
+    from .conftest import alert_admins_of
+
     first = run_sync(registry_defs, instance)
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     django_sim.update(django_sim.data.truth.valid_kennitalas[1], email="x@example.is")
@@ -515,6 +517,8 @@ def test_a_rollback_preview_makes_the_real_checks_and_shows_the_changes(
     assert not missing.success and "never applied" in failure_message(missing)
     older = rollback(registry_defs, instance, first.run_id, dry_run=True)
     assert not older.success and "not the latest" in failure_message(older)
+    alert_admins_of(instance, older, registry_defs)  # a dry run's refusal alerts nobody
+    assert not list(outbox.glob("*.eml"))
     preview = rollback(registry_defs, instance, second.run_id, dry_run=True)
     shown = preview.output_for_node("rollback_membership_sync")
     assert shown["counts"] == {"added": 0, "reinstated": 1, "changed": 1, "removed": 0}
