@@ -5,8 +5,8 @@ retries, pools) and one gRPC code server serve all three cases, each killing the
 inside the step that holds its pool's only slot:
 
 - ``membership_sync`` (pool members_db), waiting for the members database's write lock;
-- ``outdated_tagging_deletions`` (pool action_builder), with live DELETEs in flight;
-- ``mismatch_report_email`` (pool action_builder), before the report is sent.
+- ``mismatch_report_email`` (pool action_builder), before the report is sent;
+- ``outdated_tagging_deletions`` (pool action_builder), with live DELETEs in flight.
 
 Each time the crash fails the run, run_retries re-executes it from failure, the monitoring
 daemon frees the dead run's slot (``free_slots_after_run_end_seconds``), the retry gets the slot
@@ -196,7 +196,8 @@ def _serving(port: int) -> bool:
 def test_a_run_killed_inside_each_pooled_step_is_retried_and_frees_its_pool(topology, subtests):
     """One daemon for the three kills (CI has 2 cores): each case reported on its own."""
     started = time.monotonic()
-    for case in (kill_in_member_sync, kill_in_tag_deletions, kill_before_report_email):
+    # The report case first: it must be the campaign's first report of the day to be sent at all.
+    for case in (kill_in_member_sync, kill_before_report_email, kill_in_tag_deletions):
         with subtests.test(case=case.__name__):
             case(topology)
     print(f"pool crash test: {time.monotonic() - started:.0f}s for three kills")
@@ -248,7 +249,7 @@ def kill_before_report_email(t: Topology) -> None:
     t.gate.unlink(missing_ok=True)
     (t.gate.parent / WAITING).unlink(missing_ok=True)
     sent_before = _reports(t.state)
-    run_id = t.launch("action_builder_tag_sync", _ab_config(live=False, mode="incremental"))
+    run_id = t.launch("action_builder_tag_sync", _ab_config(live=False))
     wait_for("the report email to wait for the mail server", (t.gate.parent / WAITING).exists, timeout=BOUND)
     assert t.step_started(run_id, "mismatch_report_email")
     assert t.slots_claimed(pools.ACTION_BUILDER) == 1
@@ -258,10 +259,10 @@ def kill_before_report_email(t: Topology) -> None:
     assert _reports(t.state) == sent_before + 1
 
 
-def _ab_config(live: bool, mode: str = "full") -> dict:
+def _ab_config(live: bool) -> dict:
     return {
         "ops": {
-            "action_builder_campaign": {"config": {"mode": mode}},
+            "action_builder_campaign": {"config": {"mode": "full"}},
             "outdated_tagging_deletions": {"config": {"dry_run": not live}},
         }
     }

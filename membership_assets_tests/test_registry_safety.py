@@ -428,7 +428,9 @@ def test_allow_empty_upstream_alone_lets_an_empty_registry_through(
 # -- 7. dry runs -------------------------------------------------------------------------------
 
 
-def test_a_dry_run_materializes_nothing_and_is_tagged(registry_defs, instance, django_sim, members_db_url):
+def test_a_dry_run_materializes_nothing_and_is_tagged(
+    registry_defs, instance, django_sim, members_db_url, warehouse
+):
     assert run_sync(registry_defs, instance).success
     graph_before = {
         k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()
@@ -440,6 +442,9 @@ def test_a_dry_run_materializes_nothing_and_is_tagged(registry_defs, instance, d
     assert planned_assets(instance, dry.run_id) == set()
     assert dry_run_report(dry)["removed"] == 1
     assert store_for(members_db_url).log_entry(dry.run_id) is None
+    for table in ("registry_members_raw", "registry_rejects", "membership_deltas", "membership_sync_log"):
+        ids = warehouse.query(f"SELECT DISTINCT sync_id FROM {{dataset}}.{table}")["sync_id"]
+        assert dry.run_id not in set(ids), table  # no audit history from a dry run
     assert instance.get_run_by_id(dry.run_id).tags["membership/dry_run"] == "true"
     # The asset graph is as it was: same latest materialization of every asset.
     graph_after = {
