@@ -74,3 +74,40 @@ def test_one_sigint_stops_dev_and_every_process_it_started(tmp_path):
         p.kill()
     assert not survivors, [" ".join(p.cmdline()[:4]) for p in survivors]
     assert not answers(f"http://127.0.0.1:{web}/server_info")
+
+
+# A stand-in for `dagster dev` that behaves as reported: it exits on SIGINT itself but leaves
+# the process it started (here a long sleep, as webserver/daemon/code servers were) running.
+LEAKY_CHILD = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(child.pid, flush=True)
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+time.sleep(300)
+"""
+
+WRAPPER = """
+import sys
+from membership_assets.__main__ import run_until_signalled
+sys.exit(run_until_signalled([sys.executable, "-c", sys.argv[1]], {}))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_one_signal_stops_the_command_and_what_it_left_running(sig):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, LEAKY_CHILD], env=env, cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        grandchild = psutil.Process(int(wrapper.stdout.readline()))
+        tree = psutil.Process(wrapper.pid).children(recursive=True)
+        assert grandchild in tree and len(tree) == 2
+        wrapper.send_signal(sig)
+        wrapper.wait(timeout=30)
+        gone, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        for p in psutil.Process(wrapper.pid).children(recursive=True) if wrapper.poll() is None else []:
+            p.kill()
+        wrapper.kill()
