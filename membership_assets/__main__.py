@@ -35,7 +35,6 @@ def _dagster_home() -> Path:
 
 def dev(args: argparse.Namespace) -> int:
     """The Dagster UI on the embedded default: simulators up, instance configured, `dagster dev`."""
-    import subprocess
 
     from .simulators.local import LocalSimulators
 
@@ -51,11 +50,53 @@ def dev(args: argparse.Namespace) -> int:
             print(f"{name} simulator: {sim.base_url if sim else 'already running'}")
         print(f"DAGSTER_HOME={home} (instance: {home / 'dagster.yaml'})")
         print("$ " + " ".join(command), flush=True)
-        proc = subprocess.Popen(command, env=os.environ.copy())
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:  # Ctrl-C reaches dagster dev too; let it shut down cleanly
-            return proc.wait()
+        return run_until_signalled(command, os.environ.copy())
+
+
+STOP_GRACE_SECONDS = 30  # for `dagster dev` to stop its webserver, daemon and code servers itself
+
+
+def run_until_signalled(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` until it exits, or until one Ctrl-C / SIGINT / SIGTERM reaches this process:
+    then stop it and every process it started, whichever signal came and from wherever."""
+    import subprocess
+
+    # Its own session: a signal reaches the children only through us, once, in one order.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while proc.poll() is None and not stop.wait(0.5):
+            pass
+        if proc.poll() is None:
+            print("stopping dagster dev and everything it started ...", flush=True)
+        return stop_tree(proc)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_tree(proc) -> int:
+    """Ask ``proc`` to stop as Ctrl-C would, then end whatever of its process tree is left."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    return proc.wait()
 
 
 def demo(args: argparse.Namespace) -> int:

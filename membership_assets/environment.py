@@ -30,9 +30,10 @@ from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 LOCAL = "local"
 PRODUCTION = "production"
 
-# Fixed loopback ports, so `python -m membership_assets simulators` and `dagster dev` meet.
-ACTION_BUILDER_SIM_PORT = 8765
-DJANGO_SIM_PORT = 8766
+# Loopback ports of the simulators, the same in every process (`simulators`, `dev`, `demo` and the
+# code location's resources), so they meet; set these variables when 8765/8766 are taken.
+ACTION_BUILDER_SIM_PORT = int(os.getenv("ACTION_BUILDER_SIM_PORT", "8765"))
+DJANGO_SIM_PORT = int(os.getenv("DJANGO_SIM_PORT", "8766"))
 SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not secrets: the simulators' own tokens
 SIMULATED_DJANGO_TOKEN = "simulated-django-token"
 

@@ -64,7 +64,7 @@ def alert_admins_of(instance: dg.DagsterInstance, result: dg.ExecuteInProcessRes
     ctx = dg.build_run_status_sensor_context(
         sensor_name="email_admins_on_failure",
         dagster_instance=instance,
-        dagster_run=result.dagster_run,
+        dagster_run=instance.get_run_by_id(result.run_id),  # with tags added while it ran
         dagster_event=failure.dagster_event,
         resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
     ).for_run_failure()

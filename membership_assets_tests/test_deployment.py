@@ -280,12 +280,12 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
 
 
 def test_production_instance_keeps_the_local_instance_settings():
-    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres, queue and monitoring."""
+    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres and the queue."""
     local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     production = instance_yaml()
     for key, value in local.items():
         assert production[key] == value, key
-    assert set(production) - set(local) == {"storage", "compute_logs", "run_coordinator", "run_monitoring"}
+    assert set(production) - set(local) == {"storage", "compute_logs", "run_coordinator"}
 
 
 @pytest.mark.parametrize("name", ["deploy", "helm"])
@@ -517,14 +517,18 @@ def test_dev_starts_the_stand_ins_and_dagster_dev_with_the_projects_instance(tmp
             seen["sims"] = "down"
 
     class DagsterDev:
-        def __init__(self, command, env):
+        pid = 2**22 + 7  # no such process: nothing of it is left to stop
+
+        def __init__(self, command, env, **popen_options):
             home = Path(env["DAGSTER_HOME"])
             seen.update(
                 command=command, config=(home / "dagster.yaml").read_text(), sims_meanwhile=seen["sims"]
             )
 
-        def wait(self):
+        def wait(self, timeout=None):
             return 0
+
+        poll = wait
 
     monkeypatch.setattr("membership_assets.simulators.local.LocalSimulators", Simulators)
     monkeypatch.setattr(subprocess, "Popen", DagsterDev)

@@ -304,7 +304,7 @@ def test_a_trigger_is_recorded_and_launched_without_debouncing(url, events, memb
     with dg.DagsterInstance.ephemeral() as instance:
         [request] = tick(instance, members_db_url)
     assert request.tags["membership/source"] == "api" and request.tags["membership/trigger"] == "api"
-    assert request.run_config["ops"]["membership_sync"]["config"]["dry_run"] is True
+    assert request.job_name == "registry_preview"  # a dry run is a preview, never a sync
 
 
 # -- the sensor: durability, claims, debounce -------------------------------------------------

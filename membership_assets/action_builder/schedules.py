@@ -7,6 +7,7 @@ import dagster as dg
 from ..environment import SCHEDULE_DEFAULT_STATUS
 from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
+from ..run_tags import DRY_RUN_TAG
 from .assets import GROUP
 
 action_builder_tag_sync = dg.define_asset_job(
@@ -17,9 +18,18 @@ action_builder_tag_sync = dg.define_asset_job(
 )
 
 
-def _run_config(mode: str) -> dict:
+def _live_deletions() -> bool:
     # Live deletions on a schedule only when the deployment opts in explicitly.
-    live = os.getenv("ACTION_BUILDER_APPLY_DELETIONS", "").strip().lower() in ("1", "true", "yes")
+    return os.getenv("ACTION_BUILDER_APPLY_DELETIONS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _tags(mode: str) -> dict[str, str]:
+    """The cleanup's dry run shows in the runs list (the scan and report are real either way)."""
+    return {"membership/mode": mode, **({} if _live_deletions() else {DRY_RUN_TAG: "true"})}
+
+
+def _run_config(mode: str) -> dict:
+    live = _live_deletions()
     return {
         "ops": {
             "action_builder_campaign": {"config": {"mode": mode}},
@@ -37,7 +47,7 @@ def _run_config(mode: str) -> dict:
 )
 def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
     """People modified since the last successful run."""
-    return dg.RunRequest(run_config=_run_config("incremental"), tags={"membership/mode": "incremental"})
+    return dg.RunRequest(run_config=_run_config("incremental"), tags=_tags("incremental"))
 
 
 @dg.schedule(
@@ -49,4 +59,4 @@ def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
 )
 def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):
     """Everyone in the campaign, as the reference script did on the 1st of the month."""
-    return dg.RunRequest(run_config=_run_config("full"), tags={"membership/mode": "full"})
+    return dg.RunRequest(run_config=_run_config("full"), tags=_tags("full"))

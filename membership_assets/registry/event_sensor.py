@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from .automation import ACTIVE_RUN_STATUSES, registry_sync
+from .automation import ACTIVE_RUN_STATUSES, registry_preview, registry_sync
 from .events import SOURCE_API, SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
 from .history import ADMIN_SOURCE_PREFIX
 from .resources import MembersDatabase
@@ -30,10 +30,10 @@ def started_by(events: ChangeEventStore, run_key: str, requested: bool) -> str:
 
 
 def _request(run_key: str, *, source: str, dry_run: bool, events: int) -> dg.RunRequest:
-    config = {"ops": {"membership_sync": {"config": {"dry_run": True}}}} if dry_run else None
+    # A request for a dry run only is a preview: its own job, tagged, never a sync.
     return dg.RunRequest(
         run_key=run_key,
-        run_config=config or {},
+        job_name=(registry_preview if dry_run else registry_sync).name,
         tags={
             SOURCE_TAG: source,  # recorded as membership_sync_log.source
             "membership/trigger": source.split(":")[0],
@@ -67,10 +67,13 @@ def _unlaunched(context: dg.SensorEvaluationContext, events: ChangeEventStore, n
 
 
 @dg.sensor(
-    job=registry_sync,
+    jobs=[registry_sync, registry_preview],
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     name=SENSOR_NAME,
+    description="Starts registry_sync for Django's change webhooks and admins' sync requests "
+    "(debounced: a burst of saves is one sync); a request for a dry run starts registry_preview. "
+    "Events wait in the members database while Dagster is down.",
 )
 def registry_change_events(context: dg.SensorEvaluationContext, members_db: MembersDatabase):
     """Start a registry sync for Django's webhooks and admins' requests (debounced: a burst of

@@ -1,7 +1,7 @@
 """The admin page's "preview a sync": what a sync would change now and what the guards answer.
 
 A preview reads the registry, validates and compares exactly as ``registry_sync`` does (the same
-functions: ``validated_frames``, ``plan_sync``) and changes nothing on the roll. It runs in a
+functions: ``validate_listing``, ``plan_sync``) and changes nothing on the roll. It runs in a
 background thread of the replica that was asked; its counts, the guards' answer and the first
 rows of the delta are kept in ``admin_previews`` (members database), so every replica shows it. "Sync now" is accepted only against a fresh preview whose base is still
 the latest applied sync; the sync itself is then started by Dagster and evaluates the guards
@@ -102,7 +102,7 @@ def registry_planner(django: Any, policy: Any) -> Planner:
     RegistrySyncPolicy, both with plain values (not EnvVar)."""
 
     def plan(store: MembersStore):
-        from .assets import RAW_COLUMNS, plan_sync, read_registry, validated_frames
+        from .assets import RAW_COLUMNS, plan_sync, read_registry, validate_listing
         from .validation import kennitala_text
 
         client = django.open_client()
@@ -112,14 +112,8 @@ def registry_planner(django: Any, policy: Any) -> Planner:
             client.api.close()
         frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
         frame["kennitala"] = frame["kennitala"].map(kennitala_text).astype(object)
-        valid, rejects, _ = validated_frames(frame, policy)
-        return plan_sync(
-            store,
-            django_members=frame,
-            valid_members=valid,
-            member_rejects=rejects,
-            guard_policy=policy.guard_policy,
-        )
+        valid, rejects, _ = validate_listing(frame, policy)
+        return plan_sync(store, policy, frame, valid, rejects)
 
     return plan
 

@@ -550,7 +550,8 @@ class Receiver:
                 "requested": True,
                 "request_id": request_id,
                 "dry_run": dry_run,
-                "detail": "the registry_change_events sensor starts registry_sync at its next tick",
+                "detail": f"the registry_change_events sensor starts "
+                f"{'registry_preview (a dry run)' if dry_run else 'registry_sync'} at its next tick",
             },
             202,
         )
