@@ -353,12 +353,35 @@ class ActionBuilderClient:
         )
 
     def list_connection_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
-        return self.fetch_all(
-            self._c("/connection_types"), KEY_CONNECTION_TYPES, kind="connection_types", cache=cache
+        return self._read_catalog(
+            self._c("/connection_types"), KEY_CONNECTION_TYPES, "connection_types", cache
         )
 
     def list_entity_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
-        return self.fetch_all(self._c("/entity_types"), KEY_ENTITY_TYPES, kind="entity_types", cache=cache)
+        return self._read_catalog(self._c("/entity_types"), KEY_ENTITY_TYPES, "entity_types", cache)
+
+    def _read_catalog(self, path: str, key: str, kind: str, cache: PageCache | None) -> list[dict[str, Any]]:
+        """A verification-only catalog: a page in an unexpected shape is no evidence either way,
+        so it raises BadResponseError at once instead of being retried like a truncated page."""
+        items: list[dict[str, Any]] = []
+        n = 1
+        while True:
+            page = cache.get(n) if cache is not None else None
+            if page is None:
+                body = self.api.request_json(
+                    "GET", path, params={"page": n, "per_page": PER_PAGE_MAX}, kind=kind
+                )
+                try:
+                    page = parse_page(body, key, n, PER_PAGE_MAX)
+                except BadResponseError as exc:
+                    raise BadResponseError(exc.detail, api=self.api.name, url=path) from None
+                if cache is not None:
+                    cache.put(page)
+            items.extend(page.items)
+            more = page.total_pages is not None and n < page.total_pages
+            if not more and not (page.total_pages is None and page.items and page.next_href):
+                return _dedupe(items)
+            n += 1
 
     def get_entity(self, entity_id: str) -> dict[str, Any]:
         body = self.api.request_json("GET", self._c(f"/people/{entity_id}"), kind="entity")
