@@ -62,15 +62,21 @@ def _checks(client: ActionBuilderClient, names: FieldNames, configured: bool) ->
         return out
     tags = client.list_tags()
     out += tag_field_checks(tags, names)
-    first = client.fetch_page(client._c("/people"), "osdi:people", 1, None, "people_page")
+    people = client._c("/people")
+    first = client.fetch_page(people, "osdi:people", 1, None, "people_page")
     out.append(page_check(first))
-    persons = [e for e in first.items if str(e.get("action_builder:entity_type", "")).lower() == "person"]
+    # Listings may put one entity type first: the last page samples the other end.
+    pages = [first]
+    if (first.total_pages or 1) > 1:
+        pages.append(client.fetch_page(people, "osdi:people", first.total_pages, None, "people_page"))
+    entities = [e for p in pages for e in p.items]
+    persons = [e for e in entities if str(e.get("action_builder:entity_type", "")).lower() == "person"]
     sample = [native_id(p) for p in persons[:PREFLIGHT_SAMPLE] if native_id(p)]
     own = {pid: client.list_connections(pid) for pid in sample}
-    out += name_checks(client, names, own, first.items)
+    out += name_checks(client, names, own, entities)
     out.append(_unit_listing_check(client, names, own))
     out.append(rate_limit_check(client.stats.snapshot()))
-    out.append(estimate_check(first, len(persons), tags, names))
+    out.append(estimate_check(pages, len(persons) / max(len(entities), 1), tags, names))
     return out
 
 
@@ -212,15 +218,18 @@ def rate_limit_check(stats: dict[str, Any]) -> Check:
     return ok(SYSTEM, "rate limit", f"{seen} in {stats.get('requests', 0)} requests")
 
 
-def estimate_check(first: Any, persons_on_page: int, tags: list[dict[str, Any]], names: FieldNames) -> Check:
-    """Requests and time of a full scan at the documented 4 req/s, from page 1's proportions."""
-    entities = (first.total_pages or 1) * max(len(first.items), 1)
-    share = persons_on_page / max(len(first.items), 1)
-    persons = round(entities * share)
+def estimate_check(
+    pages: list[Any], person_share: float, tags: list[dict[str, Any]], names: FieldNames
+) -> Check:
+    """Requests and time of a full scan at the documented 4 req/s, from the pages read."""
+    first, last = pages[0], pages[-1]
+    total_pages = first.total_pages or 1
+    entities = (total_pages - 1) * first.per_page + len(last.items) if len(pages) > 1 else len(first.items)
+    persons = round(entities * person_share)
     units = entities - persons
     relevant = [t for t in tags if t.get("action_builder:field") in names.tag_fields]
     requests = (
-        (first.total_pages or 1)
+        total_pages
         + math.ceil(len(tags) / PER_PAGE_MAX)
         + 2  # connection and entity type catalogs
         + units
@@ -233,6 +242,6 @@ def estimate_check(first: Any, persons_on_page: int, tags: list[dict[str, Any]],
     return ok(
         SYSTEM,
         "full scan estimate",
-        f"~{entities} entities (~{persons} people, ~{units} units): ~{requests} requests, "
-        f"~{minutes:.1f} min at {DOCUMENTED_RATE:g} req/s",
+        f"{entities} entities (~{persons} people, ~{units} units by the pages sampled): ~{requests} "
+        f"requests, ~{minutes:.1f} min at {DOCUMENTED_RATE:g} req/s",
     )

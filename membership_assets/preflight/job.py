@@ -40,7 +40,7 @@ def materialization(result: dict, table: str) -> dg.AssetMaterialization:
 
 
 @dg.op(required_resource_keys=RESOURCE_KEYS, description="Run every preflight check (read-only).")
-def preflight_checks(context: dg.OpExecutionContext):
+def preflight_checks(context):
     resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
     checks = run_preflight(resources, preflight_settings(), instance=context.instance)
     result, table = as_json(checks), render_table(checks)
