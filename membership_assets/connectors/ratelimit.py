@@ -9,12 +9,16 @@ excess request). So every thread of a scan draws from one limiter that
 * slows down on a 429 (multiplicative decrease) and remembers the rate that drew it, then
   recovers gradually to just below that rate, and probes higher again only after a long calm
   (additive increase): a limiter that is never hit stays at the nominal rate;
+* reads the budget another client leaves from the 429 itself: the refused request's send time
+  says how many of our requests the server's second held, and fewer than the per-second limit
+  means the rest is spent by someone else, so the pace settles under that count at once;
 * on Retry-After holds every request not yet sent, including those already given a slot: the
   slots handed out before the pause are void and are handed out again after it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -68,8 +72,9 @@ class RateLimiter:
         self._expensive = False  # a 429 came with a long pause
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
-        # The last sends, one "second" worth of them at the nominal rate.
-        self._window = max(1, int(self.rate))
+        # The last sends, one "second" worth of them at the nominal rate (3.988/s: 4, so that no
+        # five sends fall within one second, which a strict window of 4 per second refuses).
+        self._window = max(1, math.ceil(self.rate - 1e-9))
         self._sends: deque[float] = deque(maxlen=self._window)
         # Our sends of the last two seconds or so, and each thread's last send: a 429 is
         # answered to the thread that sent the request, which tells when that request left.
@@ -111,7 +116,7 @@ class RateLimiter:
             return waited
 
     def _space_from_last_send(self, epoch: int) -> float | None:
-        """Keep any ``window`` consecutive actual sends at least ``window`` intervals apart
+        """Keep each actual send at least ``window`` intervals after the ``window``-th before it
         (burst 1): a thread that woke late must not let the ones behind it through in a bunch,
         or a strict sliding-window limiter sees one request too many in its second. Returns the
         extra seconds waited, None if a pause voided the slot."""
