@@ -450,3 +450,23 @@ def test_the_preflight_job_records_its_result_as_asset_metadata_and_fails_on_a_f
     )
     assert isinstance(metadata["checks"], dg.JsonMetadataValue)
     assert Path(tmp_path, "preflight", "latest.json").exists()
+
+
+def test_production_without_its_variables_names_each_one(tmp_path, monkeypatch, capsys):
+    from membership_assets.__main__ import main
+
+    monkeypatch.setenv("MEMBERSHIP_ENV", "production")
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for var in (
+        "ACTION_BUILDER_CREDENTIALS_PASSWORD",
+        "DJANGO_API_URL",
+        "DJANGO_API_KEY_PASSWORD",
+        "SYNC_API_URL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["preflight", "--only", "action_builder", "registry", "webhook"]) == 1
+    out = capsys.readouterr().out
+    assert "✗ Action Builder configuration: not set: ACTION_BUILDER_CREDENTIALS_PASSWORD" in out
+    assert "fix: set DJANGO_API_KEY_PASSWORD, DJANGO_API_URL" in out
+    assert "fix: set SYNC_API_URL" in out

@@ -220,15 +220,32 @@ class ActionBuilderClient:
 
     # -- paging -------------------------------------------------------------------------------
 
-    def fetch_page(self, path: str, key: str, page: int, params: dict[str, Any] | None, kind: str) -> Page:
+    def fetch_page(
+        self,
+        path: str,
+        key: str,
+        page: int,
+        params: dict[str, Any] | None,
+        kind: str,
+        *,
+        retry_bad_shape: bool = True,
+    ) -> Page:
+        """One validated page. A page in the wrong shape is retried like a truncated one, unless
+        ``retry_bad_shape`` is off (a verification-only read: it raises BadResponseError at once)."""
         query = {**(params or {}), "page": page, "per_page": PER_PAGE_MAX}
         holder: dict[str, Page] = {}
 
         def validate(body: Any) -> None:
             holder["page"] = parse_page(body, key, page, PER_PAGE_MAX)
 
-        self.api.request_json("GET", path, params=query, kind=kind, validate=validate)
-        return holder["page"]
+        if retry_bad_shape:
+            self.api.request_json("GET", path, params=query, kind=kind, validate=validate)
+            return holder["page"]
+        body = self.api.request_json("GET", path, params=query, kind=kind)
+        try:
+            return parse_page(body, key, page, PER_PAGE_MAX)
+        except BadResponseError as exc:
+            raise type(exc)(exc.detail, api=self.api.name, url=path) from None
 
     def fetch_all(
         self,
@@ -368,13 +385,7 @@ class ActionBuilderClient:
         while True:
             page = cache.get(n) if cache is not None else None
             if page is None:
-                body = self.api.request_json(
-                    "GET", path, params={"page": n, "per_page": PER_PAGE_MAX}, kind=kind
-                )
-                try:
-                    page = parse_page(body, key, n, PER_PAGE_MAX)
-                except BadResponseError as exc:
-                    raise BadResponseError(exc.detail, api=self.api.name, url=path) from None
+                page = self.fetch_page(path, key, n, None, kind, retry_bad_shape=False)
                 if cache is not None:
                     cache.put(page)
             items.extend(page.items)

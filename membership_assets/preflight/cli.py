@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from typing import Any
 
 import dagster as dg
@@ -46,6 +47,16 @@ def resolve(resources: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         return {k: getattr(built, k) for k in keys}
 
 
+def configuration_failure(system: str, exc: Exception) -> Check:
+    """A resource that could not be built: name the unset variables when that is why."""
+    unset = sorted(set(re.findall(r"'env': '([A-Za-z0-9_]+)'", str(exc))))
+    if unset:
+        return fail(system, "configuration", f"not set: {', '.join(unset)}", f"set {', '.join(unset)}")
+    return fail(
+        system, "configuration", safe_error(exc), "check this system's variables (docs/going-live.md)"
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     from ..environment import preflight_settings, resources_for, state_dir
 
@@ -57,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             resolved = resolve(resources, NEEDS[system])
         except Exception as exc:  # noqa: BLE001 - a missing variable is the finding
-            checks.append(fail(LABELS[system], "configuration", safe_error(exc), "set the variable named"))
+            checks.append(configuration_failure(LABELS[system], exc))
             continue
         checks += run_preflight(resolved, settings, instance=instance, systems=[system])
     result = as_json(checks)
