@@ -232,3 +232,33 @@ def test_a_catalog_with_one_unknown_entry_cannot_contradict():
     complete = read_catalog([{"name": "People + Worksites"}], connection_type_names)
     assert "'People + Worksites'" in check.against_catalog(complete, "connection_types")
     assert entity_type_names({"singular_nane": "Unit", "plural_name": "Units"}) == {"Unit", "Units"}
+
+
+def singular_types(entry):
+    """A catalog naming the entity types in the singular: its "A + B" is not the label used."""
+    singular = {"People": "Person", "Units": "Unit"}
+    return {"identifiers": entry["identifiers"]} | {
+        "connection": [{"types": singular.get(c["types"], c["types"])} for c in entry["connection"]]
+    }
+
+
+def test_a_catalog_whose_inferred_names_disagree_defers_to_the_connections_read(ab_campaign_module, baseline):
+    with ActionBuilderSimulator(ab_campaign_module, rate_limit=None) as sim:
+        sim.faults.add(path_pattern=CONNECTION_TYPES, mutate=reshape(singular_types), times=None)
+        snap = CampaignScanner(connect(sim)).scan()
+        assert exact(sim, snap)
+        assert snap.requests["requests"] == baseline.requests["requests"]
+        [note] = snap.notes
+        assert note.startswith("the connection_types catalog lists only 'Person + Unit'")
+        assert "confirmed by the unit connection listings" in note
+
+
+def test_the_preflight_accepts_a_disagreeing_catalog_when_the_sample_confirms(ab_sim, tmp_path):
+    from membership_assets.preflight.action_builder import check_action_builder
+
+    from .conftest import ab_resource_for
+
+    ab_sim.faults.add(path_pattern=CONNECTION_TYPES, mutate=reshape(singular_types), times=None)
+    checks = check_action_builder(ab_resource_for(ab_sim, tmp_path))
+    [conn] = [c for c in checks if c.name == "connection type"]
+    assert conn.status == "ok" and "the sample's own connections" in conn.seen, conn

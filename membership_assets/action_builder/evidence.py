@@ -99,7 +99,11 @@ class NameCheck:
     configured: str
     variable: str  # the environment variable that sets it
     casefold: bool = False
+    # A connection type's catalog names are partly inferred ("A + B" from its entity types), so
+    # a catalog without the name defers to the connections read; entity type names are direct.
+    catalog_decisive: bool = True
     confirmed_by: str | None = None
+    catalog_disagrees: tuple[str, frozenset[str]] | None = None  # (endpoint, what it lists)
     catalog_missing: str | None = None  # why the catalog gave no evidence
     # names seen in the scan's own reads, by where they were seen (in reading order)
     seen: dict[str, Counter[str]] = field(default_factory=dict)
@@ -121,8 +125,12 @@ class NameCheck:
         if any(self._same(n) for n in catalog.names):
             self.confirmed_by = f"the {endpoint} catalog"
             return None
-        if catalog.complete:
+        if catalog.complete and self.catalog_decisive:
             return self.contradiction(catalog.names, f"the {endpoint} catalog")
+        if catalog.complete:
+            self.catalog_disagrees = (endpoint, catalog.names)
+            self.catalog_missing = f"the {endpoint} catalog lists only {_shown(catalog.names)}"
+            return None
         self.catalog_missing = f"{endpoint} lists some entries in a shape not known here"
         return None
 
@@ -140,16 +148,24 @@ class NameCheck:
                 self.confirmed_by = f"{source} ({matching} seen)"
                 return None
         others = {name for names in self.seen.values() for name in names}
+        sources = list(self.seen)
+        if self.catalog_disagrees:
+            endpoint, listed = self.catalog_disagrees
+            others |= listed
+            sources.append(f"the {endpoint} catalog")
         if conclusive and others:
-            return self.contradiction(others, " and ".join(self.seen))
+            return self.contradiction(others, " and ".join(sources))
         return None
 
     def contradiction(self, existing: Iterable[str], source: str) -> str:
-        shown = ", ".join(repr(x) for x in sorted(existing)[:20]) or "none"
-        return f"{self.label} not found (the campaign has: {shown}; seen in {source}); set {self.variable}"
+        return f"{self.label} not found (the campaign has: {_shown(existing)}; seen in {source}); set {self.variable}"
 
     def evidence(self) -> str:
         """One line for the log, the ab_scan metadata and the email."""
         if self.confirmed_by:
             return f"{self.label} confirmed by {self.confirmed_by}"
         return f"{self.label} not confirmed ({self.catalog_missing or 'nothing read shows it'})"
+
+
+def _shown(names: Iterable[str]) -> str:
+    return ", ".join(repr(x) for x in sorted(names)[:20]) or "none"

@@ -166,7 +166,7 @@ class CampaignScanner:
         self._own_connections: dict[str, list[Connection]] = {}
         self.cross_checked: list[str] = []
         self.connection_check = NameCheck(
-            "connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE"
+            "connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE", catalog_decisive=False
         )
         # Entity types are compared case-insensitively ("Person" is sent, "person" answered).
         self.unit_type_check = NameCheck(

@@ -152,7 +152,9 @@ def name_checks(
     entities: list[dict[str, Any]],
 ) -> list[Check]:
     """Connection and unit entity type names: catalog first, else the sample's own reads."""
-    conn = NameCheck("connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE")
+    conn = NameCheck(
+        "connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE", catalog_decisive=False
+    )
     unit = NameCheck(
         "unit entity type", names.unit_entity_type, "ACTION_BUILDER_UNIT_ENTITY_TYPE", casefold=True
     )
@@ -175,7 +177,8 @@ def name_checks(
     unit.observe("people page 1", (t for t in types if t.lower() != "person"))
     out = []
     for check, var in ((conn, conn.variable), (unit, unit.variable)):
-        problem = problems[check.what] or check.against_reads(conclusive=False)
+        # A catalog that disagrees is decisive here unless the sample shows the name.
+        problem = problems[check.what] or check.against_reads(conclusive=check.catalog_disagrees is not None)
         if problem:
             out.append(fail(SYSTEM, check.what, problem, f"set {var} to the campaign's name"))
         elif check.confirmed_by:
