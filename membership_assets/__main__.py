@@ -244,23 +244,19 @@ def simulators(args: argparse.Namespace) -> int:
 
 
 def sync_api(args: argparse.Namespace) -> int:
-    """Serve the registry webhook receiver and the sync API (see README "Webhook and sync API")."""
-    from dataclasses import replace
-
+    """Serve the registry webhook receiver and the sync API (see docs/sync-api.md)."""
     from .environment import sync_api_settings
-    from .registry.webhook import serve
+    from .registry.webhook import SyncApiConfigError, serve
 
     try:
-        settings = sync_api_settings()
-    except KeyError as exc:
-        print(f"sync-api needs the environment variable {exc.args[0]}", file=sys.stderr)
+        settings = sync_api_settings(host=args.host, port=args.port)
+    except (SyncApiConfigError, ValueError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        print(f"sync-api refuses to start; fix every line below ({len(problems)}):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
         return 2
-    if not settings.webhook_secret:
-        print(
-            "REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; refusing to accept unsigned webhooks", file=sys.stderr
-        )
-        return 2
-    serve(replace(settings, host=args.host or settings.host, port=args.port or settings.port))
+    serve(settings)
     return 0
 
 

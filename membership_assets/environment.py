@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,35 +195,85 @@ def members_db_connection_url(env: str | None = None) -> str:
     return with_password(url, password or "")
 
 
-def sync_api_settings(env: str | None = None):
+def sync_api_settings(env: str | None = None, host: str | None = None, port: int | None = None):
     """The webhook receiver / sync API's settings (a plain process, not a Dagster resource).
 
-    Local: the members database of ``local_resources`` and the documented non-secret defaults.
-    Production: ``REGISTRY_WEBHOOK_SECRET_PASSWORD`` and ``MEMBERS_DB_URL`` are required;
-    ``SYNC_API_KEY_PASSWORD`` is optional (without it the API accepts signed requests only).
+    Local: the members database of ``local_resources`` and the documented non-secret defaults,
+    which only a server bound to loopback accepts. Production: ``REGISTRY_WEBHOOK_SECRET_PASSWORD``
+    and ``MEMBERS_DB_URL`` are required; ``SYNC_API_KEY_PASSWORD`` is optional (without it the
+    API accepts signed requests only); each ``..._PREVIOUS_PASSWORD`` is accepted too while a
+    rotation is under way. Raises ``SyncApiConfigError`` listing every problem at once.
     """
-    from .registry.webhook import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, SyncApiSettings
+    from .registry.credentials import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET
+    from .registry.webhook import SyncApiConfigError, SyncApiSettings, settings_problems
 
-    defaults = SyncApiSettings(members_db_url="", webhook_secret="")
-    db_url = members_db_connection_url(env)
-    if (env or get_environment()) == PRODUCTION:
-        secret = os.environ["REGISTRY_WEBHOOK_SECRET_PASSWORD"]
-        api_key = os.getenv("SYNC_API_KEY_PASSWORD", "")
+    production = (env or get_environment()) == PRODUCTION
+    d = SyncApiSettings(members_db_url="", webhook_secret="")
+    problems: list[str] = []
+    try:
+        db_url = members_db_connection_url(env)
+    except KeyError as exc:
+        problems.append(f"{exc.args[0]} is not set (the members database)")
+        db_url = ""
+    if production:
+        secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD")  # unset: settings_problems says so
+        api_key = os.getenv("SYNC_API_KEY_PASSWORD")
     else:
         secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", LOCAL_WEBHOOK_SECRET)
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", LOCAL_API_KEY)
-    networks = os.getenv("SYNC_API_ALLOWED_IPS", "")
-    return SyncApiSettings(
+    if api_key is not None and not api_key.strip():
+        problems.append("SYNC_API_KEY_PASSWORD is set but empty (unset it to accept signed requests only)")
+    num = _NumberReader(problems)
+    settings = SyncApiSettings(
         members_db_url=db_url,
-        webhook_secret=secret,
-        api_key=api_key,
-        allowed_networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-        rate_per_second=float(os.getenv("SYNC_API_RATE_LIMIT", defaults.rate_per_second)),
-        rate_burst=int(os.getenv("SYNC_API_RATE_BURST", defaults.rate_burst)),
-        host=os.getenv("SYNC_API_HOST", defaults.host),
-        port=int(os.getenv("SYNC_API_PORT", defaults.port)),
-        auto_migrate=(env or get_environment()) != PRODUCTION,
+        webhook_secret=secret or "",
+        api_key=(api_key or "").strip(),
+        previous_webhook_secret=os.getenv("REGISTRY_WEBHOOK_SECRET_PREVIOUS_PASSWORD", "").strip(),
+        previous_api_key=os.getenv("SYNC_API_KEY_PREVIOUS_PASSWORD", "").strip(),
+        allowed_networks=_csv("SYNC_API_ALLOWED_IPS"),
+        trusted_proxies=_csv("SYNC_API_TRUSTED_PROXIES"),
+        rate_per_second=num.get("SYNC_API_RATE_LIMIT", d.rate_per_second, float, 0.01, 100_000),
+        rate_burst=num.get("SYNC_API_RATE_BURST", d.rate_burst, int, 1, 1_000_000),
+        max_connections=num.get("SYNC_API_MAX_CONNECTIONS", d.max_connections, int, 16, 100_000),
+        header_timeout=num.get("SYNC_API_HEADER_TIMEOUT", d.header_timeout, float, 0.1, 300),
+        body_timeout=num.get("SYNC_API_BODY_TIMEOUT", d.body_timeout, float, 0.1, 300),
+        keepalive_timeout=num.get("SYNC_API_KEEPALIVE_TIMEOUT", d.keepalive_timeout, float, 1, 300),
+        db_timeout=num.get("SYNC_API_DB_TIMEOUT", d.db_timeout, float, 0.1, 300),
+        max_pending_events=num.get("SYNC_API_MAX_PENDING_EVENTS", d.max_pending_events, int, 1, 10**9),
+        stats_seconds=num.get("SYNC_API_STATS_SECONDS", d.stats_seconds, float, 0.1, 3600),
+        host=host or os.getenv("SYNC_API_HOST", d.host),
+        port=port if port is not None else num.get("SYNC_API_PORT", d.port, int, 0, 65535),
+        auto_migrate=not production,
     )
+    problems += settings_problems(settings, production)
+    if problems:
+        raise SyncApiConfigError(problems)
+    return settings
+
+
+def _csv(name: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in os.getenv(name, "").split(",") if n.strip())
+
+
+class _NumberReader:
+    """Numbers from the environment, strictly (ASCII, finite, in range); problems collected."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def get(self, name: str, default, kind: type, low: float, high: float):
+        raw = os.getenv(name)
+        if raw is None or not raw.strip():
+            return default
+        raw = raw.strip()
+        pattern = r"[0-9]{1,12}" if kind is int else r"[0-9]{1,12}(\.[0-9]{1,6})?"
+        value = kind(raw) if re.fullmatch(pattern, raw) else None
+        if value is None or not low <= value <= high:
+            shown = raw if len(raw) <= 20 and raw.isascii() and raw.isprintable() else "(unprintable)"
+            kind_name = "an integer" if kind is int else "a number"
+            self.problems.append(f"{name}={shown} must be {kind_name} from {low:g} to {high:g}")
+            return default
+        return value
 
 
 def preflight_settings(env: str | None = None):
