@@ -281,7 +281,7 @@ def preflight_settings(env: str | None = None):
     SendGrid's), ``SYNC_API_URL`` (the webhook receiver's base URL as Django reaches it) and the
     webhook secret the receiver and Django share."""
     from .preflight import PreflightSettings
-    from .registry.webhook import LOCAL_WEBHOOK_SECRET
+    from .registry.credentials import LOCAL_WEBHOOK_SECRET
 
     production = (env or get_environment()) == PRODUCTION
     default_secret = "" if production else LOCAL_WEBHOOK_SECRET

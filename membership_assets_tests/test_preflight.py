@@ -340,6 +340,22 @@ def test_webhook_path_receiver_up_with_the_same_secret():
     assert [json.loads(b)["event"] for b in received] == ["ping"]
 
 
+def test_the_real_receiver_acknowledges_the_signed_ping_and_stores_nothing(tmp_path):
+    from membership_assets.registry.events import ChangeEventStore
+    from membership_assets.registry.store import MembersStore
+
+    from .sync_api_process import STRONG_SECRET, SyncApiProcess, production_env
+
+    url = f"sqlite:///{tmp_path / 'members.sqlite'}"
+    MembersStore.from_url(url).ensure_schema()
+    with SyncApiProcess(production_env(url)) as receiver:
+        assert [c.status for c in check_webhook(receiver.base, STRONG_SECRET, required=True)] == [OK, OK]
+        [_, wrong] = check_webhook(receiver.base, "another-secret-of-enough-length-0123456789", required=True)
+        assert wrong.status == FAIL and "REGISTRY_WEBHOOK_SECRET_PASSWORD" in wrong.fix
+    events = ChangeEventStore.from_url(url)
+    assert events.pending() is None  # the ping changed nothing
+
+
 def test_webhook_receiver_down_fails_and_unset_url_depends_on_the_environment():
     with serve(receiver_standin(SECRET, [])) as url:
         pass  # closed again: nothing listens there now
