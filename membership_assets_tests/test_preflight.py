@@ -374,6 +374,32 @@ def test_webhook_daemon_heartbeat(instance):
     assert stale.status == FAIL and "dagster-daemon" in stale.fix
 
 
+def test_webhook_daemon_beating_with_the_event_sensor_running_by_default():
+    from types import SimpleNamespace
+
+    from membership_assets.preflight.webhook import daemon_check
+
+    class Instance:
+        def __init__(self, states):
+            self.states = states
+
+        def get_daemon_heartbeats(self):
+            return {"SENSOR": SimpleNamespace(timestamp=1000.0)}
+
+        def all_instigator_state(self, instigator_type=None):
+            return self.states
+
+    assert daemon_check(Instance([]), now=1010.0).status == OK
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    from membership_assets.registry.event_sensor import SENSOR_NAME
+
+    stopped = SimpleNamespace(instigator_name=SENSOR_NAME, status=InstigatorStatus.STOPPED)
+    check = daemon_check(Instance([stopped]), now=1010.0)
+    assert check.status == FAIL and SENSOR_NAME in check.fix
+    assert daemon_check(Instance([]), now=2000.0).status == FAIL  # the heartbeat is stale
+
+
 # -- scratch ----------------------------------------------------------------------------------------
 
 

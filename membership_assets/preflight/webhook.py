@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from ..registry.event_sensor import SENSOR_NAME
 from ..registry.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_PATH, sign
 from .core import Check, fail, ok, safe_error, skip
 
@@ -115,4 +116,24 @@ def daemon_check(instance: Any, now: float | None = None) -> Check:
         return fail(
             SYSTEM, "daemon", seen, "run `dagster-daemon run` (the deployment's daemon) against this instance"
         )
-    return ok(SYSTEM, "daemon", f"sensor daemon heartbeat {age:.0f}s ago")
+    stopped = _sensor_stopped(instance)
+    if stopped:
+        return fail(
+            SYSTEM,
+            "daemon",
+            f"the daemon beats ({age:.0f}s ago) but the sensor {SENSOR_NAME} is stopped",
+            f"start {SENSOR_NAME} (Automation in the UI, or `dagster sensor start {SENSOR_NAME}`)",
+        )
+    return ok(SYSTEM, "daemon", f"sensor daemon heartbeat {age:.0f}s ago; {SENSOR_NAME} not stopped")
+
+
+def _sensor_stopped(instance: Any) -> bool:
+    """Whether someone stopped the event sensor (it runs by default, so no state means running)."""
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    try:
+        states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    except Exception:  # noqa: BLE001 - storage without instigator state: nothing says stopped
+        return False
+    mine = [s for s in states if s.instigator_name == SENSOR_NAME]
+    return bool(mine) and all(s.status == InstigatorStatus.STOPPED for s in mine)
