@@ -1,10 +1,12 @@
-"""Command line: ``python -m membership_assets demo | dev | simulators | query | migrate | sync-api``.
+"""Command line: ``python -m membership_assets demo | dev | simulators | query | migrate | sync-api |
+preflight``.
 
 ``demo`` runs the main jobs once on the embedded default (simulators, DuckDB, SQLite, outbox) and
 prints where everything went. ``dev`` opens the Dagster UI on the embedded default (simulators,
 ``DAGSTER_HOME`` with the project's dagster.yaml, ``dagster dev``). ``simulators`` serves the
 simulated APIs alone. ``migrate`` applies the members database's schema migrations (production:
 before deploying code). ``sync-api`` serves the registry webhook receiver and sync API.
+``preflight`` checks every service's configuration read-only (docs/going-live.md).
 """
 
 from __future__ import annotations
@@ -371,6 +373,13 @@ def admin_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def preflight(args: argparse.Namespace) -> int:
+    """Check every service read-only (docs/going-live.md); exit 1 on any ✗."""
+    from .preflight.cli import main as run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membership_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -406,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("admin-hash", help="print a password hash for the admin page's accounts")
     p.add_argument("user", nargs="?", help="print name:hash, ready for SYNC_ADMIN_USERS_PASSWORD")
     p.set_defaults(func=admin_hash)
+    p = sub.add_parser("preflight", help="check every service's configuration read-only (exit 1 on any ✗)")
+    from .preflight.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=preflight)
     p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
     p.set_defaults(func=analyst_views)
     args = parser.parse_args(argv)

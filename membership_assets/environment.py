@@ -335,6 +335,23 @@ def _session_seconds(hours: str) -> int:
     return seconds
 
 
+def preflight_settings(env: str | None = None):
+    """What the preflight reads beyond the jobs' resources: ``SENDGRID_API_URL`` (default
+    SendGrid's), ``SYNC_API_URL`` (the webhook receiver's base URL as Django reaches it) and the
+    webhook secret the receiver and Django share."""
+    from .preflight import PreflightSettings
+    from .registry.credentials import LOCAL_WEBHOOK_SECRET
+
+    production = (env or get_environment()) == PRODUCTION
+    default_secret = "" if production else LOCAL_WEBHOOK_SECRET
+    return PreflightSettings(
+        sendgrid_api_url=os.getenv("SENDGRID_API_URL", PreflightSettings.sendgrid_api_url),
+        sync_api_url=os.getenv("SYNC_API_URL", ""),
+        webhook_secret=os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", default_secret),
+        production=production,
+    )
+
+
 def scratch_io_manager(env: str | None = None) -> RunScratchIOManager:
     """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
     sees it (MEMBERSHIP_SCRATCH_URL, with the BigQuery service account or ADC); locally the

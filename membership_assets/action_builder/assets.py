@@ -155,6 +155,7 @@ def action_builder_campaign(
         "resumed_items": snap.resumed_items,
         "campaign_id": client.campaign_id,
         "notes": "; ".join(snap.notes) or None,
+        "names_confirmed_by": "; ".join(snap.name_evidence) or None,  # evidence for each name
         SCAN_STARTED_AT: datetime.fromtimestamp(snap.first_started_at or snap.started_at, tz=UTC).isoformat(),
     }
     context.log.info(
