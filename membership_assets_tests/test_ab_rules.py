@@ -225,9 +225,29 @@ def test_every_blank_correct_value_has_its_reason():
     assert row["what_to_change"] == "Membership Status: replace 'Lapsed' with 'Active'"
 
 
+def test_what_to_change_keeps_the_right_tag_when_a_stale_one_sits_next_to_it():
+    result = judge(
+        [person()],
+        [conn("c1")],
+        [
+            tag("c1", TYPE, "Full", "connection"),
+            tag("p", TYPE, "Full"),
+            tag("p", UNIT, "Local 1 Newsroom"),
+            tag("p", UNIT, "Local 2 Sports"),
+        ],
+    )
+    [row] = report_rows(result.mismatches)
+    assert row["tagged_unit"] == "Local 1 Newsroom; Local 2 Sports"
+    assert row["what_to_change"] == "Bargaining Unit: remove 'Local 2 Sports' (keep 'Local 1 Newsroom')"
+
+
 def test_report_lists_the_worst_units_first():
     people = [person(p) for p in ("a", "b", "c")]
-    connections = [conn("c1", pid="a", unit="u1"), conn("c2", pid="b", unit="u2"), conn("c3", pid="c", unit="u2")]
+    connections = [
+        conn("c1", pid="a", unit="u1"),
+        conn("c2", pid="b", unit="u2"),
+        conn("c3", pid="c", unit="u2"),
+    ]
     taggings = [tag(c, TYPE, "Full", "connection") for c in ("c1", "c2", "c3")]
     rows = report_rows(judge(people, connections, taggings).mismatches)
     assert [r["correct_unit"] for r in rows] == ["Local 2 Sports", "Local 2 Sports", "Local 1 Newsroom"]

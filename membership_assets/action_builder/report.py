@@ -170,7 +170,7 @@ def _found_section(
         (
             f"{plural(found, 'active member')} {_verb(found, 'carries', 'carry')} unit, membership type "
             "or status tags that disagree "
-            f"with their unit connection. They are listed in the attached {csv_name}."
+            f"with their unit connection; the attached {csv_name} lists each one."
             if found
             else "No active member carries tags that disagree with their unit connection."
         ),
@@ -192,6 +192,8 @@ def _found_section(
 
 
 def _campaign_sentence(scan: ScanFacts, campaign: CampaignFacts) -> str:
+    if scan.mode == "full":
+        return "A full check counts the whole campaign: these numbers are the campaign-wide ones."
     if campaign.active is None:
         return (
             "The campaign-wide count is not known yet: it starts with the first full check "
@@ -246,7 +248,9 @@ def _steps_section(
         f"what the member's unit connection says; tagged_unit, tagged_membership_type and "
         f"tagged_membership_status are the {fields} tags the member carries now. The what_to_change "
         "column says the same in words.",
-        "Add each missing correct tag to the member (the value in the correct_ column).",
+        f"On the member's page, add each missing correct tag: under the field that what_to_change "
+        f"names ({names.unit}, {names.membership_type} or {names.membership_status}), choose the value "
+        "of the correct_ column.",
         (
             "Remove the outdated tag (the tagged_ value that differs from the correct_ one)."
             if cleanup.dry_run
@@ -268,13 +272,15 @@ def _units_section(rows: Sequence[Mapping[str, str]], scan: ScanFacts, campaign:
     found: dict[str, int] = {}
     for r in rows:
         found[r["correct_unit"]] = found.get(r["correct_unit"], 0) + 1
-    if campaign.active is not None:
+    if campaign.active is not None and scan.mode != "full":
         by_unit = dict(campaign.active_by_unit)
         title = "Units with the most members to fix (whole campaign)"
         columns = ("Unit", "Members to fix", "Found in this check")
     else:
         by_unit = found
-        title = "Units with the most members to fix (people checked this time)"
+        title = "Units with the most members to fix" + (
+            "" if scan.mode == "full" else " (people checked this time)"
+        )
         columns = ("Unit", "Members to fix")
     ranked = sorted(by_unit.items(), key=lambda kv: (-kv[1], kv[0]))
     table_rows = tuple(

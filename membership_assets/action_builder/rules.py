@@ -259,7 +259,12 @@ def what_to_change(m: Mismatch, names: FieldNames = FieldNames()) -> str:
     changes = []
     for label, field_name, correct, tagged in fields:
         if f"{label}_outdated" in m.reasons:
-            changes.append(f"{field_name}: replace '{tagged}' with '{correct}'")
+            values = [v for v in tagged.split("; ") if v]
+            stale = " and ".join(f"'{v}'" for v in values if v != correct)
+            if correct in values:  # the right tag is there too: only the stale one goes
+                changes.append(f"{field_name}: remove {stale} (keep '{correct}')")
+            else:
+                changes.append(f"{field_name}: replace {stale} with '{correct}'")
         elif f"{label}_missing" in m.reasons:
             changes.append(f"{field_name}: add '{correct}'")
     return "; ".join(changes)

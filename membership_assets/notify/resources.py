@@ -107,6 +107,7 @@ class SendGridEmail(EmailSender):
     """SendGrid v3 mail send; retries 429/5xx, fails fast on auth or validation errors."""
 
     api_key: str = Field(description="SendGrid API key (SENDGRID_API_KEY_PASSWORD).")
+    api_host: str = Field(default="https://api.sendgrid.com", description="SendGrid API base URL.")
     max_attempts: int = 3
 
     def send(
@@ -147,7 +148,7 @@ class SendGridEmail(EmailSender):
                     Disposition("attachment"),
                 )
             )
-        client = SendGridAPIClient(self.api_key)
+        client = SendGridAPIClient(self.api_key, host=self.api_host)
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=wait_exponential_jitter(initial=1, max=30),
