@@ -553,6 +553,17 @@ def _cleanup_facts(context: dg.AssetExecutionContext, deletions: pd.DataFrame) -
     )
 
 
+def _scan_facts(scan: dict) -> ScanFacts:
+    return ScanFacts(
+        mode=scan["mode"],
+        since=scan.get("since"),
+        people=int(scan.get("people", 0)),
+        judged=int(scan.get("judged", 0)),
+        quarantined=int(scan.get("quarantined", 0)),
+        notes=scan.get("notes"),
+    )
+
+
 def _campaign_facts(state: campaign_state.CampaignMismatches | None) -> CampaignFacts:
     if state is None or not state.known:
         return CampaignFacts(None, None, {}, None)
@@ -582,25 +593,17 @@ def mismatch_report_email(
     to = split_addresses(config.recipients) if config.recipients else recipients.tag_report_list
     campaign_id = str(ab_scan.get("campaign_id") or "")
     day = datetime.now(UTC).strftime("%Y-%m-%d")
-    names = action_builder.field_names
     frame = membership_mismatches
     report = build_report(
         day=day,
-        scan=ScanFacts(
-            mode=ab_scan["mode"],
-            since=ab_scan.get("since"),
-            people=int(ab_scan.get("people", 0)),
-            judged=int(ab_scan.get("judged", 0)),
-            quarantined=int(ab_scan.get("quarantined", 0)),
-            notes=ab_scan.get("notes"),
-        ),
-        rows=report_records(_mismatches_from_frame(frame), names),
+        scan=_scan_facts(ab_scan),
+        rows=report_records(_mismatches_from_frame(frame), action_builder.field_names),
         inactive=int(frame["inactive"].sum()) if len(frame) else 0,
         cleanup=_cleanup_facts(context, outdated_tagging_deletions),
         campaign=_campaign_facts(campaign_state.load_mismatches(context.instance, campaign_id)),
         csv_name=Path(mismatch_report).name,
         run_id=context.run.run_id,
-        names=names,
+        names=action_builder.field_names,
     )
     meta = {"report_day": day, "subject": report.subject}
     if not config.send:
@@ -610,6 +613,7 @@ def mismatch_report_email(
         context.log.warning("no report recipients configured (REPORT_RECIPIENTS); report not emailed")
         return dg.MaterializeResult(metadata={**meta, "sent": False, "reason": "no recipients"})
     organizers = not config.recipients  # a send to run-config recipients is a test, not the daily report
+    why = "run-config recipients"
     if organizers:
         send, why = send_decision(
             campaign_state.load_last_report(context.instance, campaign_id), day=day, force=config.force
@@ -643,7 +647,7 @@ def mismatch_report_email(
         metadata={
             **meta,
             "sent": True,
-            "reason": "run-config recipients" if not organizers else why,
+            "reason": why,
             "recipients": len(to),
             "recipients_from_run_config": bool(config.recipients),
             "rows": len(frame[~frame["inactive"]]) if len(frame) else 0,
