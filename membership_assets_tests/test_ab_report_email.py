@@ -51,13 +51,13 @@ def _row(pid: str, unit: str, first="Ana", last="Diaz", url=None, **extra) -> di
     return row
 
 
-def _report(rows, *, mode="full", dry_run=True, by_action=None, campaign=None, **kw):
+def _report(rows, *, mode="full", dry_run=True, planned=None, cap=500, campaign=None, **kw):
     return build_report(
         day=DAY,
         scan=ScanFacts(mode, None if mode == "full" else "2026-12-04T05:00:00+00:00", 300, 260, 0),
         rows=rows,
         inactive=kw.pop("inactive", 0),
-        cleanup=CleanupFacts(dry_run, by_action if by_action is not None else {"dry_run": len(rows)}),
+        cleanup=CleanupFacts(dry_run, len(rows) if planned is None else planned, cap),
         campaign=campaign or CampaignFacts(None, None, {}, None),
         csv_name="ActionBuilder_Sync_Export_2026-12-05.csv",
         run_id="run-1",
@@ -86,16 +86,20 @@ def test_counts_are_pluralized():
     assert "What to change in Action Builder" not in render_text(none)
 
 
-def test_the_report_says_what_the_cleanup_will_do_or_did():
+def test_the_report_says_what_the_cleanup_will_do():
     rows = [_row("a", "Local 1")]
-    dry = render_text(_report(rows, dry_run=True, by_action={"dry_run": 3}))
-    assert "What the cleanup will do" in dry and "dry run: it deleted nothing" in dry
+    dry = render_text(_report(rows, dry_run=True, planned=3))
+    assert "What the cleanup will do" in dry and "dry run: it deletes nothing" in dry
     assert "would delete 3 outdated tags" in dry and "Remove the outdated tag" in dry
-    applied = render_text(_report(rows, dry_run=False, by_action={"deleted": 1, "already_gone": 2}))
-    assert "What the cleanup did" in applied and "deleted 1 outdated tag." in applied
-    assert "2 tags had already been removed by hand" in applied
-    assert "Leave outdated tags alone" in applied and "Remove the outdated tag" not in applied
-    for text in (dry, applied):
+    live = render_text(_report(rows, dry_run=False, planned=1))
+    assert "What the cleanup does" in live and "deletes the 1 outdated tag found in this run" in live
+    assert "Leave outdated tags alone" in live and "Remove the outdated tag" not in live
+    blocked = render_text(_report(rows, dry_run=False, planned=591, cap=500))
+    assert "591 outdated tags were found, more than the cleanup may delete in one run (500)" in blocked
+    assert "Remove the outdated tag" in blocked
+    nothing = render_text(_report(rows, dry_run=False, planned=0))
+    assert "There are no outdated tags to delete." in nothing
+    for text in (dry, live, blocked, nothing):
         assert "never adds tags" in text
 
 
@@ -262,13 +266,22 @@ def test_the_report_email_as_organizers_get_it(defs, instance, ab_sim, outbox):
     assert list(csv.DictReader(io.StringIO(attachment.get_content())))[0].keys() == set(REPORT_COLUMNS)
 
 
-def test_an_applied_cleanup_is_reported_as_done(defs, instance, ab_sim, outbox):
+def test_a_live_cleanup_is_announced_and_a_blocked_one_does_not_hold_back_the_report(
+    defs, instance, ab_sim, outbox
+):
     planned = sum(len(t.outdated_tagging_ids) for t in ab_sim.data.expected_mismatches().values())
-    result = run_job(defs, instance, dry_run=False)
-    assert result.success
+    blocked = run_job(defs, instance, dry_run=False, max_deletions=5)
+    assert not blocked.success  # the cleanup fails the run (and alerts the administrators) ...
+    assert _email_meta(blocked)["sent"] is True  # ... but the organizers still get their report
     [msg] = outbox_messages(outbox)
     text = msg.get_body(("plain",)).get_content()
-    assert f"The automatic cleanup deleted {planned} outdated tags." in text and "dry run" not in text
+    assert f"{planned} outdated tags were found, more than the cleanup may delete in one run (5)" in text
+
+    live = run_job(defs, instance, dry_run=False, mismatch_report_email={"config": {"force": True}})
+    assert live.success
+    text = outbox_messages(outbox)[-1].get_body(("plain",)).get_content()
+    assert f"The automatic cleanup deletes the {planned} outdated tags found in this run" in text
+    assert "dry run" not in text and "Leave outdated tags alone" in text
 
 
 def test_at_most_one_report_a_day_across_runs_and_processes(local_resources, ab_sim, outbox, tmp_path):

@@ -544,13 +544,11 @@ class ReportEmailConfig(dg.Config):
     )
 
 
-def _cleanup_facts(context: dg.AssetExecutionContext, deletions: pd.DataFrame) -> CleanupFacts:
-    """What the cleanup of this run did: its outcomes, and whether it was a dry run (its config)."""
+def _cleanup_facts(context: dg.AssetExecutionContext, plan: pd.DataFrame) -> CleanupFacts:
+    """What this run's cleanup is set to do: its config (with CleanupConfig's defaults) and plan."""
     raw = context.run.run_config.get("ops", {}).get("outdated_tagging_deletions", {}).get("config", {})
-    counts = deletions["action"].value_counts().to_dict() if len(deletions) else {}
-    return CleanupFacts(
-        dry_run=CleanupConfig(**raw).dry_run, by_action={k: int(v) for k, v in counts.items()}
-    )
+    cleanup = CleanupConfig(**raw)
+    return CleanupFacts(dry_run=cleanup.dry_run, planned=len(plan), max_deletions=cleanup.max_deletions)
 
 
 def _scan_facts(scan: dict) -> ScanFacts:
@@ -586,10 +584,13 @@ def mismatch_report_email(
     mismatch_report: str,
     membership_mismatches: pd.DataFrame,
     ab_scan: dict,
-    outdated_tagging_deletions: pd.DataFrame,
+    planned_tag_deletions: pd.DataFrame,
 ) -> dg.MaterializeResult:
-    """Email the organizers what the check found, what the cleanup did or will do and what to
-    change in Action Builder (HTML and plain text, the CSV attached); at most once a day per campaign."""
+    """Email the organizers what the check found, what the cleanup does or will do and what to
+    change in Action Builder (HTML and plain text, the CSV attached); at most once a day per campaign.
+
+    Independent of the cleanup's outcome: a blocked or failing cleanup must not hold back the
+    report (its failure alerts the administrators)."""
     to = split_addresses(config.recipients) if config.recipients else recipients.tag_report_list
     campaign_id = str(ab_scan.get("campaign_id") or "")
     day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -599,7 +600,7 @@ def mismatch_report_email(
         scan=_scan_facts(ab_scan),
         rows=report_records(_mismatches_from_frame(frame), action_builder.field_names),
         inactive=int(frame["inactive"].sum()) if len(frame) else 0,
-        cleanup=_cleanup_facts(context, outdated_tagging_deletions),
+        cleanup=_cleanup_facts(context, planned_tag_deletions),
         campaign=_campaign_facts(campaign_state.load_mismatches(context.instance, campaign_id)),
         csv_name=Path(mismatch_report).name,
         run_id=context.run.run_id,

@@ -1,4 +1,4 @@
-"""The organizers' tag report: what the check found, what the cleanup did or will do, and what to
+"""The organizers' tag report: what the check found, what the cleanup does or will do, and what to
 change in Action Builder, worst units first. Pure functions: facts in, an email (subject, plain
 text, HTML) out; the assets only gather the facts and send.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .rules import FieldNames
 
@@ -88,12 +88,21 @@ class ScanFacts:
 
 @dataclass(frozen=True)
 class CleanupFacts:
+    """What this run's cleanup is set to do. The report is sent whatever the cleanup's outcome
+    (a blocked or failing cleanup alerts the administrators), so it states intent, not results."""
+
     dry_run: bool
-    by_action: Mapping[str, int] = field(default_factory=dict)  # this run's outcomes
+    planned: int  # outdated taggings found, inactive members' included
+    max_deletions: int
 
     @property
-    def planned(self) -> int:
-        return sum(self.by_action.values())
+    def blocked(self) -> bool:
+        """More planned than one run may delete: the cleanup deletes none."""
+        return not self.dry_run and self.planned > self.max_deletions
+
+    @property
+    def deletes(self) -> bool:
+        return not self.dry_run and not self.blocked and self.planned > 0
 
 
 @dataclass(frozen=True)
@@ -209,31 +218,28 @@ def _campaign_sentence(scan: ScanFacts, campaign: CampaignFacts) -> str:
 
 
 def _cleanup_section(cleanup: CleanupFacts) -> Section:
-    count = cleanup.by_action
-    if cleanup.dry_run:
+    tags = plural(cleanup.planned, "outdated tag")
+    if not cleanup.planned:
+        lines = ["There are no outdated tags to delete."]
+    elif cleanup.dry_run:
         lines = [
-            "The automatic cleanup ran as a dry run: it deleted nothing.",
-            (
-                f"When deletions are switched on it would delete {plural(cleanup.planned, 'outdated tag')} "
-                "(tags that contradict the unit connection). Until then, remove them by hand."
-                if cleanup.planned
-                else "There are no outdated tags to delete."
-            ),
+            "The automatic cleanup runs as a dry run: it deletes nothing.",
+            f"When deletions are switched on it would delete {tags} (tags that contradict the unit "
+            "connection). Until then, remove them by hand.",
         ]
-        title = "What the cleanup will do"
+    elif cleanup.blocked:
+        lines = [
+            f"{tags} were found, more than the cleanup may delete in one run ({cleanup.max_deletions:,}): "
+            "it deletes none until an administrator has reviewed them. Remove them by hand, or wait.",
+        ]
     else:
         lines = [
-            f"The automatic cleanup deleted {plural(count.get('deleted', 0), 'outdated tag')}."
-            + (
-                f" {plural(count['already_gone'], 'tag')} had already been removed by hand."
-                if count.get("already_gone")
-                else ""
-            ),
-            "Do not remove outdated tags by hand: they are already gone.",
+            f"The automatic cleanup deletes the {tags} found in this run (tags that contradict the "
+            "unit connection). Do not remove them by hand.",
+            "If a deletion fails, the administrators are alerted and the next run tries again.",
         ]
-        title = "What the cleanup did"
     lines.append("The cleanup never adds tags: the correct ones are added by hand, as below.")
-    return Section(title, tuple(lines))
+    return Section("What the cleanup does" if cleanup.deletes else "What the cleanup will do", tuple(lines))
 
 
 def _steps_section(
@@ -253,8 +259,8 @@ def _steps_section(
         "of the correct_ column.",
         (
             "Remove the outdated tag (the tagged_ value that differs from the correct_ one)."
-            if cleanup.dry_run
-            else "Leave outdated tags alone: the cleanup has deleted them."
+            if not cleanup.deletes
+            else "Leave outdated tags alone: the cleanup deletes them."
         ),
         "If a correct_ value is itself wrong (the member moved to another unit or changed type), fix "
         "the member's unit connection instead: it is what the check trusts, and the tags are checked "
