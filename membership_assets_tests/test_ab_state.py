@@ -161,3 +161,14 @@ def test_column_schemas_match_the_tables_a_run_produces(defs, instance, ab_sim):
     assert [c.name for c in schema.columns] == list(csv.columns)
     described = {c.name: c.description for c in schema.columns}
     assert "unit connection" in described["correct_unit"] and "now" in described["tagged_unit"]
+
+
+def test_implausible_findings_do_not_become_the_campaign_count(defs, instance, ab_sim):
+    assert run_job(defs, instance, mode="full").success
+    before = load_mismatches(instance, ab_sim.data.campaign_id)
+    blocked = run_job(
+        defs, instance, mode="full", membership_mismatches={"config": {"max_mismatch_fraction": 0.01}}
+    )
+    assert not blocked.success
+    assert load_mismatches(instance, ab_sim.data.campaign_id) == before
+    assert _metadata(blocked, "membership_mismatches")["campaign_mismatches"] == before.total

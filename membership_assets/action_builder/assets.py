@@ -336,9 +336,9 @@ def update_campaign_mismatches(
     return state
 
 
-def _campaign_metadata(state: campaign_state.CampaignMismatches) -> dict[str, Any]:
+def _campaign_metadata(state: campaign_state.CampaignMismatches | None) -> dict[str, Any]:
     """The campaign-wide count, on every materialization once a full scan has set it."""
-    if not state.known:
+    if state is None or not state.known:
         return {"campaign_mismatches_basis": "unknown until the first full scan"}
     basis = f"full scan of {state.full_scan_started_at[:16]} UTC"
     if state.incremental_scans_since_full:
@@ -408,7 +408,15 @@ def membership_mismatches(
     plan_frame = to_frame(plan, PlannedDeletion)
     for note in result.notes[:50]:
         context.log.warning(note)
-    campaign = update_campaign_mismatches(context.instance, ab_scan, ab_people, frame)
+    share = len(frame) / max(result.people_evaluated, 1)
+    plausible = share <= config.max_mismatch_fraction
+    # Implausible findings (usually renamed fields) must not become the campaign's count.
+    campaign_id = str(ab_scan.get("campaign_id") or "")
+    campaign = (
+        update_campaign_mismatches(context.instance, ab_scan, ab_people, frame)
+        if plausible
+        else campaign_state.load_mismatches(context.instance, campaign_id)
+    )
     mode = ab_scan["mode"]
     active = frame[~frame["inactive"]] if len(frame) else frame
     by_reason = frame["reasons"].str.split(", ").explode().value_counts().to_dict() if len(frame) else {}
@@ -446,15 +454,14 @@ def membership_mismatches(
             ),
         },
     )
-    share = len(frame) / max(result.people_evaluated, 1)
     yield dg.AssetCheckResult(
         check_name="mismatch_rate_plausible",
         asset_key="membership_mismatches",
-        passed=share <= config.max_mismatch_fraction,
+        passed=plausible,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"mismatch_share": round(share, 4), "limit": config.max_mismatch_fraction},
         description=None
-        if share <= config.max_mismatch_fraction
+        if plausible
         else (
             f"{share:.0%} of judged people mismatch (limit {config.max_mismatch_fraction:.0%}); "
             "report and cleanup blocked. Check field names and recent unit renames."
