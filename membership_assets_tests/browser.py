@@ -35,9 +35,12 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """One headless Chromium per test worker. Skips where there is none, except in CI."""
+    """A headless Chromium for one test. Skips where there is none, except in CI.
+
+    Not shared across tests: while Playwright's sync API is open it keeps an asyncio loop running
+    in this thread, and later tests (Django's ORM, Dagster runs) would see an async context."""
     path = chromium_path()
     if path is None:
         message = "no chromium: run the suite with scripts/test.sh (scripts/browser.sh installs it)"
