@@ -193,6 +193,8 @@ def _ab_summary(result) -> str:
                 meta = event.materialization.metadata
                 if "message" in meta:
                     lines.append(f"email (outbox):  {meta['message'].value}")
+                elif "reason" in meta:  # e.g. the day's report already went out
+                    lines.append(f"email:           not sent ({meta['reason'].value})")
         deletions = result.output_for_node("outdated_tagging_deletions")
         counts = deletions["action"].value_counts().to_dict() if len(deletions) else {}
         lines.append(f"tag cleanup:     {counts or 'nothing to delete'}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+
 import dagster as dg
 import pandas as pd
 
@@ -16,3 +19,25 @@ def md_preview(
     if rows is not None:
         shown = shown.head(rows)
     return dg.MetadataValue.md(shown.to_markdown(index=False))
+
+
+def table_schema(columns: Iterable[tuple[str, str, str]]) -> dg.TableSchema:
+    """A column schema for the asset's page in the UI from (name, type, description) triples."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, type_, description=description or None)
+            for name, type_, description in columns
+        ]
+    )
+
+
+def dataclass_columns(cls: type, descriptions: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(name, type, description) of a record dataclass's fields, as its DataFrame has them."""
+    return [(f.name, _column_type(str(f.type)), descriptions.get(f.name, "")) for f in fields(cls)]
+
+
+def _column_type(annotation: str) -> str:
+    for python, column in (("bool", "bool"), ("int", "int"), ("float", "float"), ("str", "string")):
+        if annotation.startswith(python):
+            return column
+    return "string"

@@ -39,9 +39,12 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """One headless Chromium per test worker. Skips where there is none, except in CI."""
+    """A headless Chromium for one test. Skips where there is none, except in CI.
+
+    Not shared across tests: while Playwright's sync API is open it keeps an asyncio loop running
+    in this thread, and later tests (Django's ORM, Dagster runs) would see an async context."""
     path = chromium_path()
     if path is None:
         message = "no chromium: run the suite with scripts/test.sh (scripts/browser.sh installs it)"
@@ -50,14 +53,21 @@ def browser():
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API leaves an event loop marked running in this thread for the session;
-    # Django (the registry stand-in of later fixtures and tests) would then refuse its ORM here.
-    # Nothing asynchronous touches that ORM, so its guard is off for this worker.
+    # While Playwright's sync API is open it keeps an event loop marked running in this thread;
+    # Django (the registry stand-in a browser test may serve) would then refuse its ORM here.
+    # Nothing asynchronous touches that ORM, so its guard is off for this test only.
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture

@@ -64,9 +64,9 @@ def test_full_run_reports_exactly_the_planted_active_mismatches(defs, instance, 
     assert {r["uuid"] for r in rows} == set(expected_active)
     for r in rows:
         t = expected_active[r["uuid"]]
-        assert r["unit_name"] == t.unit_name
-        assert r["membership_type"] == (t.membership_type or "")
-        assert r["membership_status"] == (t.membership_status or "")
+        assert r["correct_unit"] == t.unit_name
+        assert r["correct_membership_type"] == (t.membership_type or "")
+        assert r["correct_membership_status"] == (t.membership_status or "")
         assert set(r["mismatch_reasons"].split(", ")) == set(t.reasons)
     assert list(rows[0]) == REPORT_COLUMNS
     all_tagging_ids = set(ab_sim.data.taggings)
@@ -76,7 +76,7 @@ def test_full_run_reports_exactly_the_planted_active_mismatches(defs, instance, 
 
     [msg] = outbox_messages(outbox)
     assert msg["To"] == "organizers@example.org, steward@example.org"
-    assert f"{len(rows)} mismatches attached" in msg["Subject"]
+    assert f"{len(rows)} mismatches to fix" in msg["Subject"]
     [attachment] = [p for p in msg.iter_attachments()]
     assert attachment.get_filename().startswith("ActionBuilder_Sync_Export_")
     assert list(csv.DictReader(io.StringIO(attachment.get_content()))) == rows

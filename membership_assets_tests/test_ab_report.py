@@ -138,7 +138,7 @@ def test_a_run_whose_email_failed_still_counts_as_the_last_scan(local_resources,
     from membership_assets.notify.resources import EmailSender
 
     class BrokenEmail(EmailSender):
-        def send(self, to, subject, body, attachments=()):
+        def send(self, to, subject, body, attachments=(), html=None):
             raise RuntimeError("SendGrid is down")
 
     broken = build_definitions({**local_resources, "email": BrokenEmail()})

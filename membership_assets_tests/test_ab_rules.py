@@ -191,5 +191,63 @@ def test_report_rows_have_the_agreed_columns_and_no_internal_ids():
     rows = report_rows(result.mismatches)
     assert [r["uuid"] for r in rows] == ["a"]
     assert list(rows[0]) == REPORT_COLUMNS
-    assert rows[0]["unit_name"] == "Local 1 Newsroom" and rows[0]["membership_type"] == "Full"
+    row = rows[0]
+    assert (row["correct_unit"], row["tagged_unit"]) == ("Local 1 Newsroom", "Local 2 Sports")
+    assert row["correct_membership_type"] == "Full" and row["tagged_membership_type"] == ""
+    assert row["what_to_change"] == (
+        "Bargaining Unit: replace 'Local 2 Sports' with 'Local 1 Newsroom'; Membership Type: add 'Full'"
+    )
+    # The connection says nothing about status: blank, and the reason column says why.
+    assert row["correct_membership_status"] == ""
+    assert row["blank_correct_value_reason"] == (
+        "Membership Status: the unit connection carries no Membership Status tag"
+    )
     assert "SECRET-ID" not in str(rows)
+
+
+def test_every_blank_correct_value_has_its_reason():
+    several = judge(
+        [person()],
+        [conn("c1", unit="gone")],
+        [
+            tag("c1", TYPE, "Full", "connection"),
+            tag("c1", TYPE, "Associate", "connection"),
+            tag("c1", STATUS, "Active", "connection"),
+            tag("p", STATUS, "Lapsed"),
+        ],
+    )
+    [row] = report_rows(several.mismatches)
+    assert row["correct_unit"] == "" and row["correct_membership_type"] == ""
+    assert row["blank_correct_value_reason"] == (
+        "Bargaining Unit: the connected unit could not be read; "
+        "Membership Type: the unit connection carries several values (Associate; Full)"
+    )
+    assert row["what_to_change"] == "Membership Status: replace 'Lapsed' with 'Active'"
+
+
+def test_what_to_change_keeps_the_right_tag_when_a_stale_one_sits_next_to_it():
+    result = judge(
+        [person()],
+        [conn("c1")],
+        [
+            tag("c1", TYPE, "Full", "connection"),
+            tag("p", TYPE, "Full"),
+            tag("p", UNIT, "Local 1 Newsroom"),
+            tag("p", UNIT, "Local 2 Sports"),
+        ],
+    )
+    [row] = report_rows(result.mismatches)
+    assert row["tagged_unit"] == "Local 1 Newsroom; Local 2 Sports"
+    assert row["what_to_change"] == "Bargaining Unit: remove 'Local 2 Sports' (keep 'Local 1 Newsroom')"
+
+
+def test_report_lists_the_worst_units_first():
+    people = [person(p) for p in ("a", "b", "c")]
+    connections = [
+        conn("c1", pid="a", unit="u1"),
+        conn("c2", pid="b", unit="u2"),
+        conn("c3", pid="c", unit="u2"),
+    ]
+    taggings = [tag(c, TYPE, "Full", "connection") for c in ("c1", "c2", "c3")]
+    rows = report_rows(judge(people, connections, taggings).mismatches)
+    assert [r["correct_unit"] for r in rows] == ["Local 2 Sports", "Local 2 Sports", "Local 1 Newsroom"]

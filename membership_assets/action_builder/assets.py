@@ -4,28 +4,41 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from .. import pools
-from ..metadata import md_preview
+from ..metadata import dataclass_columns, md_preview, table_schema
 from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
 from ..run_tags import mark_dry_run
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
+from . import campaign_state
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
-from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
+from .records import COLUMN_DESCRIPTIONS, Connection, Person, Tagging, Unit, from_frame, to_frame
+from .report import (
+    CampaignFacts,
+    CleanupFacts,
+    ScanFacts,
+    build_report,
+    render_html,
+    render_text,
+    send_decision,
+)
 from .resources import ActionBuilderResource
 from .rules import (
     REPORT_COLUMNS,
     REPORT_NAME_COLUMNS,
+    REPORT_SCHEMA,
+    FieldNames,
     Mismatch,
     PlannedDeletion,
     evaluate,
     plan_deletions,
+    report_records,
     report_rows,
 )
 
@@ -89,17 +102,39 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def per_mode(mode: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Scan-dependent numbers under keys of their scan mode ("full_scan_people",
+    "incremental_scan_people"), so the UI plots full and incremental scans as separate series
+    instead of one saw-tooth."""
+    return {f"{mode}_scan_{key}": value for key, value in values.items()}
+
+
+def _schema(cls: type, *extra: tuple[str, str, str]) -> dict[str, dg.TableSchema]:
+    return {"dagster/column_schema": table_schema([*dataclass_columns(cls, COLUMN_DESCRIPTIONS), *extra])}
+
+
+QUARANTINE_COLUMN = ("quarantine_reason", "string", COLUMN_DESCRIPTIONS["quarantine_reason"])
+
+
 @dg.multi_asset(
     group_name=GROUP,
     pool=pools.ACTION_BUILDER,
     outs={
         "ab_people": dg.AssetOut(
-            description="Entities of the campaign read by the scan (people and units).", tags=KIND
+            description="Entities of the campaign read by the scan (people and units).",
+            tags=KIND,
+            metadata=_schema(Person, QUARANTINE_COLUMN),
         ),
-        "ab_connections": dg.AssetOut(description="Connections of the scanned people.", tags=KIND),
-        "ab_units": dg.AssetOut(description="Unit entities the people are connected to.", tags=KIND),
+        "ab_connections": dg.AssetOut(
+            description="Connections of the scanned people.", tags=KIND, metadata=_schema(Connection)
+        ),
+        "ab_units": dg.AssetOut(
+            description="Unit entities the people are connected to.", tags=KIND, metadata=_schema(Unit)
+        ),
         "ab_taggings": dg.AssetOut(
-            description="Unit/type/status taggings of judged people and their unit connections.", tags=KIND
+            description="Unit/type/status taggings of judged people and their unit connections.",
+            tags=KIND,
+            metadata=_schema(Tagging),
         ),
         "ab_scan": dg.AssetOut(description="What the scan covered and what it cost in requests.", tags=KIND),
     },
@@ -164,41 +199,60 @@ def action_builder_campaign(
         f"{req['rate_limited_429']} rate-limited); taggings read {snap.strategy}, "
         f"connections read {snap.connections_strategy}"
     )
+    mode = config.mode
     yield dg.Output(
         people,
         "ab_people",
         metadata={
-            "dagster/row_count": len(people),
-            "people": persons,
-            "mode": config.mode,
+            "mode": mode,
             "since": summary["since"] or "everyone",
-            "requests": req["requests"],
-            "requests_per_person": round(req["requests"] / max(persons, 1), 3),
-            "rate_limited_429": req["rate_limited_429"],
-            "scan_seconds": summary["seconds"],
-            "resumed_items": snap.resumed_items,
             "requests_by_kind": dg.MetadataValue.json(req["by_kind"]),
+            **per_mode(
+                mode,
+                {
+                    "rows": len(people),
+                    "people": persons,
+                    "requests": req["requests"],
+                    "requests_per_person": round(req["requests"] / max(persons, 1), 3),
+                    "rate_limited_429": req["rate_limited_429"],
+                    "seconds": summary["seconds"],
+                    "resumed_items": snap.resumed_items,
+                },
+            ),
         },
     )
     yield dg.Output(
         connections,
         "ab_connections",
-        metadata={"dagster/row_count": len(connections), "strategy": snap.connections_strategy},
+        metadata={
+            "mode": mode,
+            "strategy": snap.connections_strategy,
+            **per_mode(mode, {"rows": len(connections)}),
+        },
     )
-    yield dg.Output(units, "ab_units", metadata={"dagster/row_count": len(units)})
+    yield dg.Output(units, "ab_units", metadata={"mode": mode, **per_mode(mode, {"rows": len(units)})})
     yield dg.Output(
         taggings,
         "ab_taggings",
         metadata={
-            "dagster/row_count": len(taggings),
+            "mode": mode,
             "strategy": snap.strategy,
             "strategy_costs": dg.MetadataValue.json(snap.strategy_costs),
+            **per_mode(mode, {"rows": len(taggings)}),
         },
     )
+    numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     yield dg.Output(
         summary,
         "ab_scan",
-        metadata={k: v for k, v in summary.items() if not isinstance(v, dict) and v is not None},
+        metadata={
+            **{
+                k: v
+                for k, v in summary.items()
+                if k not in numbers and not isinstance(v, dict) and v is not None
+            },
+            **per_mode(mode, numbers),
+        },
     )
     yield dg.AssetCheckResult(
         check_name="no_quarantined_people",
@@ -222,6 +276,27 @@ class MismatchConfig(dg.Config):
     )
 
 
+# membership_mismatches' columns: (name, type, description). The names match the audit table
+# ab_mismatches; the report's CSV renames them to correct_* / tagged_* (rules.REPORT_SCHEMA).
+MISMATCH_COLUMNS = (
+    ("person_id", "string", COLUMN_DESCRIPTIONS["person_id"]),
+    ("given_name", "string", COLUMN_DESCRIPTIONS["given_name"]),
+    ("family_name", "string", COLUMN_DESCRIPTIONS["family_name"]),
+    ("browser_url", "string", COLUMN_DESCRIPTIONS["browser_url"]),
+    ("inactive", "bool", "True for an inactive member (judged against their first, inactive connection)"),
+    ("unit_name", "string", "CORRECT unit: the unit of the person's unit connection"),
+    ("membership_type", "string", "CORRECT membership type: the one on the unit connection"),
+    ("membership_status", "string", "CORRECT membership status: the one on the unit connection"),
+    ("current_unit_name", "string", "TAGGED unit: the unit tag(s) the person carries now (may be outdated)"),
+    ("current_membership_type", "string", "TAGGED membership type: the person's tag(s) now"),
+    ("current_membership_status", "string", "TAGGED membership status: the person's tag(s) now"),
+    ("reasons", "string", "unit/type/status _outdated (a wrong tag) or _missing (no tag)"),
+    ("outdated_taggings", "int", "How many of the person's taggings the cleanup would delete"),
+    ("blank_reasons", "string", "Why a correct value is blank (that field is then not judged)"),
+)
+PLAN_SCHEMA = {"dagster/column_schema": table_schema(dataclass_columns(PlannedDeletion, COLUMN_DESCRIPTIONS))}
+
+
 def _mismatch_frame(mismatches: list[Mismatch]) -> pd.DataFrame:
     rows = [
         {
@@ -238,34 +313,68 @@ def _mismatch_frame(mismatches: list[Mismatch]) -> pd.DataFrame:
             "current_membership_status": m.current_membership_status,
             "reasons": ", ".join(m.reasons),
             "outdated_taggings": len(m.outdated_taggings),
+            "blank_reasons": "; ".join(m.blank_reasons),
         }
         for m in mismatches
     ]
-    columns = [
-        "person_id",
-        "given_name",
-        "family_name",
-        "browser_url",
-        "inactive",
-        "unit_name",
-        "membership_type",
-        "membership_status",
-        "current_unit_name",
-        "current_membership_type",
-        "current_membership_status",
-        "reasons",
-        "outdated_taggings",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[name for name, _type, _description in MISMATCH_COLUMNS])
+
+
+def update_campaign_mismatches(
+    instance: dg.DagsterInstance, scan: dict, people: pd.DataFrame, frame: pd.DataFrame
+) -> campaign_state.CampaignMismatches:
+    """Merge this scan's findings into the campaign-wide state and return it."""
+    readable = people[people["quarantine_reason"].isna()]
+    found = {r.person_id: (r.unit_name, bool(r.inactive)) for r in frame.itertuples(index=False)}
+    campaign_id = str(scan.get("campaign_id") or "")
+    state = campaign_state.merge_scan(
+        campaign_state.load_mismatches(instance, campaign_id),
+        mode=scan["mode"],
+        scan_started_at=str(scan[SCAN_STARTED_AT]),
+        reread=readable["person_id"],
+        found=found,
+    )
+    campaign_state.save_mismatches(instance, campaign_id, state)
+    return state
+
+
+def _campaign_metadata(state: campaign_state.CampaignMismatches | None) -> dict[str, Any]:
+    """The campaign-wide count, on every materialization once a full scan has set it."""
+    if state is None or not state.known:
+        return {"campaign_mismatches_basis": "unknown until the first full scan"}
+    basis = f"full scan of {state.full_scan_started_at[:16]} UTC"
+    if state.incremental_scans_since_full:
+        basis += f" + {state.incremental_scans_since_full} incremental"
+    return {
+        "campaign_mismatches": state.total,
+        "campaign_active_mismatches": state.active,
+        "campaign_mismatches_basis": basis,
+    }
+
+
+# The preview's columns, headed as in the report's CSV (no names: run history keeps metadata).
+PREVIEW_HEADINGS = {
+    "person_id": "uuid",
+    "unit_name": "correct_unit",
+    "current_unit_name": "tagged_unit",
+    "membership_type": "correct_membership_type",
+    "current_membership_type": "tagged_membership_type",
+    "reasons": "mismatch_reasons",
+    "browser_url": "action_builder_url",
+}
 
 
 @dg.multi_asset(
     group_name=GROUP,
     outs={
         "membership_mismatches": dg.AssetOut(
-            description="People whose own unit/type/status tags disagree with their unit connection."
+            description="People whose own unit/type/status tags disagree with their unit connection "
+            "(found by this scan; campaign_mismatches counts the whole campaign).",
+            metadata={"dagster/column_schema": table_schema(MISMATCH_COLUMNS)},
         ),
-        "planned_tag_deletions": dg.AssetOut(description="Outdated taggings the cleanup would delete."),
+        "planned_tag_deletions": dg.AssetOut(
+            description="Outdated taggings the cleanup would delete.", metadata=PLAN_SCHEMA
+        ),
     },
     check_specs=[
         dg.AssetCheckSpec(
@@ -284,6 +393,7 @@ def membership_mismatches(
     ab_connections: pd.DataFrame,
     ab_units: pd.DataFrame,
     ab_taggings: pd.DataFrame,
+    ab_scan: dict,
 ):
     """Compare each person's own tags with what their active unit connection says."""
     readable = ab_people[ab_people["quarantine_reason"].isna()]
@@ -300,49 +410,60 @@ def membership_mismatches(
     plan_frame = to_frame(plan, PlannedDeletion)
     for note in result.notes[:50]:
         context.log.warning(note)
+    share = len(frame) / max(result.people_evaluated, 1)
+    plausible = share <= config.max_mismatch_fraction
+    # Implausible findings (usually renamed fields) must not become the campaign's count.
+    campaign_id = str(ab_scan.get("campaign_id") or "")
+    campaign = (
+        update_campaign_mismatches(context.instance, ab_scan, ab_people, frame)
+        if plausible
+        else campaign_state.load_mismatches(context.instance, campaign_id)
+    )
+    mode = ab_scan["mode"]
     active = frame[~frame["inactive"]] if len(frame) else frame
     by_reason = frame["reasons"].str.split(", ").explode().value_counts().to_dict() if len(frame) else {}
-    preview_cols = [
-        "person_id",
-        "unit_name",
-        "membership_type",
-        "current_unit_name",
-        "current_membership_type",
-        "reasons",
-        "browser_url",
-    ]  # no names: run history keeps metadata for good
+    # No names: run history keeps metadata for good. Headed as in the CSV, so nobody reads
+    # the tagged (outdated) value as the correct one.
+    preview = frame.rename(columns=PREVIEW_HEADINGS)
     yield dg.Output(
         frame,
         "membership_mismatches",
         metadata={
-            "dagster/row_count": len(frame),
-            "active_mismatches": len(active),
-            "inactive_mismatches": len(frame) - len(active),
-            "people_judged": result.people_evaluated,
-            "without_unit_connection": len(result.without_unit_connection),
+            **_campaign_metadata(campaign),
+            "mode": mode,
+            **per_mode(
+                mode,
+                {
+                    "mismatches": len(frame),
+                    "active_mismatches": len(active),
+                    "inactive_mismatches": len(frame) - len(active),
+                    "people_judged": result.people_evaluated,
+                    "without_unit_connection": len(result.without_unit_connection),
+                },
+            ),
             "by_reason": dg.MetadataValue.json(by_reason),
-            "preview": md_preview(frame, preview_cols, empty="no mismatches"),
+            "preview": md_preview(preview, list(PREVIEW_HEADINGS.values()), empty="no mismatches"),
         },
     )
     yield dg.Output(
         plan_frame,
         "planned_tag_deletions",
         metadata={
-            "dagster/row_count": len(plan_frame),
+            "mode": mode,
+            **per_mode(mode, {"planned_deletions": len(plan_frame)}),
             "by_field": dg.MetadataValue.json(
                 plan_frame["field"].value_counts().to_dict() if len(plan_frame) else {}
             ),
         },
     )
-    share = len(frame) / max(result.people_evaluated, 1)
     yield dg.AssetCheckResult(
         check_name="mismatch_rate_plausible",
         asset_key="membership_mismatches",
-        passed=share <= config.max_mismatch_fraction,
+        passed=plausible,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"mismatch_share": round(share, 4), "limit": config.max_mismatch_fraction},
         description=None
-        if share <= config.max_mismatch_fraction
+        if plausible
         else (
             f"{share:.0%} of judged people mismatch (limit {config.max_mismatch_fraction:.0%}); "
             "report and cleanup blocked. Check field names and recent unit renames."
@@ -367,13 +488,14 @@ def _mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
             current_membership_status=r.current_membership_status,
             reasons=tuple(x for x in (r.reasons or "").split(", ") if x),
             outdated_taggings=(),
+            blank_reasons=(r.blank_reasons,) if isinstance(r.blank_reasons, str) and r.blank_reasons else (),
         )
         for r in frame.itertuples(index=False)
     ]
 
 
-def report_csv(mismatches: pd.DataFrame) -> tuple[bytes, int]:
-    rows = report_rows(_mismatches_from_frame(mismatches))
+def report_csv(mismatches: pd.DataFrame, names: FieldNames = FieldNames()) -> tuple[bytes, int]:
+    rows = report_rows(_mismatches_from_frame(mismatches), names)
     buf = io.StringIO()
     # CRLF (RFC 4180) also makes the writer quote a value holding a lone carriage return.
     writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
@@ -382,14 +504,20 @@ def report_csv(mismatches: pd.DataFrame) -> tuple[bytes, int]:
     return buf.getvalue().encode(), len(rows)
 
 
-@dg.asset(group_name=GROUP, tags={"dagster/kind/csv": ""})
+REPORT_CSV_SCHEMA = table_schema((c.name, "string", c.description) for c in REPORT_SCHEMA)
+
+
+@dg.asset(
+    group_name=GROUP, tags={"dagster/kind/csv": ""}, metadata={"dagster/column_schema": REPORT_CSV_SCHEMA}
+)
 def mismatch_report(
     context: dg.AssetExecutionContext,
     action_builder: ActionBuilderResource,
     membership_mismatches: pd.DataFrame,
+    ab_scan: dict,
 ) -> dg.Output[str]:
-    """CSV of active members' correct unit/type/status, for the people who maintain the tags."""
-    content, rows = report_csv(membership_mismatches)
+    """CSV of active members' correct and tagged unit/type/status, for the people who maintain the tags."""
+    content, rows = report_csv(membership_mismatches, action_builder.field_names)
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     path = Path(action_builder.reports_dir) / context.run.run_id / f"ActionBuilder_Sync_Export_{day}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +529,8 @@ def mismatch_report(
     return dg.Output(
         str(path),
         metadata={
-            "dagster/row_count": rows,
+            "mode": ab_scan["mode"],
+            **per_mode(ab_scan["mode"], {"report_rows": rows}),
             "path": dg.MetadataValue.path(str(path)),
             "preview": md_preview(preview, shown, empty="no mismatches"),
         },
@@ -412,9 +541,45 @@ class ReportEmailConfig(dg.Config):
     """A run launched by hand to look at results need not email the organizers."""
 
     send: bool = Field(default=True, description="false: write the CSV but do not email it.")
+    force: bool = Field(
+        default=False,
+        description="Email the organizers even if today's report of this campaign already went out "
+        "(otherwise at most one a day).",
+    )
     recipients: Optional[str] = Field(
         default=None,
-        description="Comma-separated recipients instead of REPORT_RECIPIENTS (e.g. yourself, for a test).",
+        description="Comma-separated recipients instead of REPORT_RECIPIENTS (e.g. yourself, for a test); "
+        "such a send does not count as the organizers' report of the day.",
+    )
+
+
+def _cleanup_facts(context: dg.AssetExecutionContext, plan: pd.DataFrame) -> CleanupFacts:
+    """What this run's cleanup is set to do: its config (with CleanupConfig's defaults) and plan."""
+    raw = context.run.run_config.get("ops", {}).get("outdated_tagging_deletions", {}).get("config", {})
+    cleanup = CleanupConfig(**raw)
+    return CleanupFacts(dry_run=cleanup.dry_run, planned=len(plan), max_deletions=cleanup.max_deletions)
+
+
+def _scan_facts(scan: dict) -> ScanFacts:
+    return ScanFacts(
+        mode=scan["mode"],
+        since=scan.get("since"),
+        people=int(scan.get("people", 0)),
+        judged=int(scan.get("judged", 0)),
+        quarantined=int(scan.get("quarantined", 0)),
+        notes=scan.get("notes"),
+    )
+
+
+def _campaign_facts(state: campaign_state.CampaignMismatches | None) -> CampaignFacts:
+    if state is None or not state.known:
+        return CampaignFacts(None, None, {}, None)
+    return CampaignFacts(
+        state.total,
+        state.active,
+        state.active_by_unit(),
+        state.full_scan_started_at,
+        state.incremental_scans_since_full,
     )
 
 
@@ -424,43 +589,79 @@ def mismatch_report_email(
     config: ReportEmailConfig,
     email: EmailSender,
     recipients: Recipients,
+    action_builder: ActionBuilderResource,
     mismatch_report: str,
+    membership_mismatches: pd.DataFrame,
     ab_scan: dict,
+    planned_tag_deletions: pd.DataFrame,
 ) -> dg.MaterializeResult:
-    """Email the CSV to the configured recipients (SendGrid in production, outbox locally)."""
+    """Email the organizers what the check found, what the cleanup does or will do and what to
+    change in Action Builder (HTML and plain text, the CSV attached); at most once a day per campaign.
+
+    Independent of the cleanup's outcome: a blocked or failing cleanup must not hold back the
+    report (its failure alerts the administrators)."""
     to = split_addresses(config.recipients) if config.recipients else recipients.tag_report_list
-    content = Path(mismatch_report).read_bytes()
-    rows = max(content.count(b"\n") - 1, 0)
+    campaign_id = str(ab_scan.get("campaign_id") or "")
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    frame = membership_mismatches
+    report = build_report(
+        day=day,
+        scan=_scan_facts(ab_scan),
+        rows=report_records(_mismatches_from_frame(frame), action_builder.field_names),
+        inactive=int(frame["inactive"].sum()) if len(frame) else 0,
+        cleanup=_cleanup_facts(context, planned_tag_deletions),
+        campaign=_campaign_facts(campaign_state.load_mismatches(context.instance, campaign_id)),
+        csv_name=Path(mismatch_report).name,
+        run_id=context.run.run_id,
+        names=action_builder.field_names,
+    )
+    meta = {"report_day": day, "subject": report.subject}
     if not config.send:
         mark_dry_run(context)  # the runs list tells a report that went nowhere from a sent one
         context.log.info("report not emailed: the run config says send: false")
-        return dg.MaterializeResult(metadata={"sent": False, "rows": rows, "reason": "send: false"})
+        return dg.MaterializeResult(metadata={**meta, "sent": False, "reason": "send: false"})
     if not to:
         context.log.warning("no report recipients configured (REPORT_RECIPIENTS); report not emailed")
-        return dg.MaterializeResult(metadata={"sent": False, "rows": rows})
-    subject = (
-        f"ActionBuilder membership sync: {rows} mismatches attached"
-        if rows
-        else "ActionBuilder membership sync: no mismatches found"
-    )
-    scope = "everyone" if ab_scan.get("mode") == "full" else f"people modified since {ab_scan.get('since')}"
-    body = (
-        f"The membership tag check read {ab_scan.get('people')} people ({scope}).\n"
-        f"{ab_scan.get('judged')} have a unit connection and were compared with it.\n"
-        f"{rows} active members carry unit, membership type or status tags that disagree with their "
-        f"unit connection; the attached CSV lists the correct values.\n"
-        f"Inactive members are not listed. Run: {context.run.run_id}\n"
-    )
-    if ab_scan.get("notes"):
-        body += f"\nNote: {ab_scan['notes']}\n"
-    message_id = email.send(to, subject, body, (Attachment(Path(mismatch_report).name, content, "text/csv"),))
+        return dg.MaterializeResult(metadata={**meta, "sent": False, "reason": "no recipients"})
+    organizers = not config.recipients  # a send to run-config recipients is a test, not the daily report
+    why = "run-config recipients"
+    if organizers:
+        send, why = send_decision(
+            campaign_state.load_last_report(context.instance, campaign_id), day=day, force=config.force
+        )
+        if not send:
+            context.log.info(f"report not emailed: {why}; launch with force: true to send it again")
+            return dg.MaterializeResult(metadata={**meta, "sent": False, "reason": why})
+
+    def record_send(state: str) -> None:
+        """The organizers' report of the day, kept in the instance: across runs and processes."""
+        if organizers:
+            record = {"day": day, "run_id": context.run.run_id, "state": state}
+            campaign_state.save_last_report(context.instance, campaign_id, record)
+
+    record_send("sending")  # intent first: a crash mid-send leaves a trace
+    content = Path(mismatch_report).read_bytes()
+    try:
+        message_id = email.send(
+            to,
+            report.subject,
+            render_text(report),
+            (Attachment(Path(mismatch_report).name, content, "text/csv"),),
+            html=render_html(report),
+        )
+    except Exception:
+        record_send("failed")
+        raise
+    record_send("sent")
     context.log.info(f"report emailed to {len(to)} recipients: {message_id}")
     return dg.MaterializeResult(
         metadata={
+            **meta,
             "sent": True,
+            "reason": why,
             "recipients": len(to),
             "recipients_from_run_config": bool(config.recipients),
-            "rows": rows,
+            "rows": len(frame[~frame["inactive"]]) if len(frame) else 0,
             "message": message_id,
         }
     )
@@ -488,7 +689,20 @@ class CleanupConfig(dg.Config):
     max_deletions: int = Field(default=500, description="Delete nothing if more than this many are planned.")
 
 
-@dg.asset(group_name=GROUP, tags={**KIND, "membership/side_effect": "delete"}, pool=pools.ACTION_BUILDER)
+DELETION_SCHEMA = table_schema(
+    [
+        *dataclass_columns(DeletionOutcome, COLUMN_DESCRIPTIONS),
+        ("attempt_run_id", "string", "The Dagster run (attempt) that acted"),
+    ]
+)
+
+
+@dg.asset(
+    group_name=GROUP,
+    tags={**KIND, "membership/side_effect": "delete"},
+    pool=pools.ACTION_BUILDER,
+    metadata={"dagster/column_schema": DELETION_SCHEMA},
+)
 def outdated_tagging_deletions(
     context: dg.AssetExecutionContext,
     config: CleanupConfig,

@@ -60,6 +60,36 @@ class Tagging:
     value: str | None
 
 
+# What each column of the Action Builder tables means, for their column schemas in the UI.
+COLUMN_DESCRIPTIONS = {
+    "person_id": "Action Builder id of the person",
+    "entity_type": "Person or Unit (both are entities in Action Builder)",
+    "given_name": "First name (personal data: never in previews)",
+    "family_name": "Last name (personal data: never in previews)",
+    "modified_date": "When the entity last changed in Action Builder",
+    "browser_url": "The entity's page in Action Builder",
+    "quarantine_reason": "Why the person could not be read (then never judged); blank when read",
+    "unit_id": "Action Builder id of the unit entity",
+    "name": "The unit's name: the value its members' unit tags should carry",
+    "connection_id": "Action Builder id of the connection",
+    "other_id": "The connected entity (a unit for unit connections)",
+    "connection_type": "Kind of connection; unit connections are the truth for tags",
+    "inactive": "True when the connection (or the member) is inactive",
+    "position": "Order of the connection as Action Builder lists it",
+    "tagging_id": "Action Builder id of the tagging (one tag applied to one person or connection)",
+    "tag_id": "Action Builder id of the tag",
+    "item_type": "person: the person's own tag; connection: a tag on their unit connection",
+    "item_id": "The tagged person or connection",
+    "section": "The tag's section in Action Builder",
+    "field": "The tag's field (unit, membership type or status)",
+    "value": "The tag's value",
+    "expected_value": "The value the unit connection says",
+    "action": "deleted | already_gone | dry_run | blocked_cap | failed | not_attempted; "
+    "pending (intent, not sent) | sending (DELETE may have been sent) after a crash",
+    "error": "Why the deletion failed or was blocked",
+    "acted_at": "When the outcome was recorded",
+}
+
 R = TypeVar("R")
 
 

@@ -56,6 +56,8 @@ class Mismatch:
     current_membership_status: str
     reasons: tuple[str, ...]
     outdated_taggings: tuple[Tagging, ...]
+    # Why a correct value (unit_name, membership_type, membership_status) is None, per field.
+    blank_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,39 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
 
 
-REPORT_COLUMNS = [
-    "uuid",
-    "unit_name",
-    "membership_type",
-    "membership_status",
-    "first_name",
-    "last_name",
-    "current_unit_name",
-    "current_membership_type",
-    "current_membership_status",
-    "mismatch_reasons",
-    "action_builder_url",
-]
+@dataclass(frozen=True)
+class ReportColumn:
+    name: str
+    description: str
+
+
+# The emailed CSV, in order. "correct_*" is what the unit connection says, "tagged_*" what the
+# person carries: names nobody can read the other way round (the reference's "current_unit_name"
+# was the outdated tag).
+REPORT_SCHEMA = (
+    ReportColumn("uuid", "The person's Action Builder id."),
+    ReportColumn("first_name", "The person's first name."),
+    ReportColumn("last_name", "The person's last name."),
+    ReportColumn("correct_unit", "The unit of the person's unit connection: the unit tag they should carry."),
+    ReportColumn(
+        "tagged_unit", "The unit tag(s) the person carries now ('; ' between several, blank: none)."
+    ),
+    ReportColumn("correct_membership_type", "The membership type on the unit connection."),
+    ReportColumn("tagged_membership_type", "The membership type tag(s) the person carries now."),
+    ReportColumn("correct_membership_status", "The membership status on the unit connection."),
+    ReportColumn("tagged_membership_status", "The membership status tag(s) the person carries now."),
+    ReportColumn("what_to_change", "Each tag to add or replace, in words."),
+    ReportColumn(
+        "blank_correct_value_reason",
+        "Why a correct_* cell is blank: that field is not judged and its tags are left alone.",
+    ),
+    ReportColumn(
+        "mismatch_reasons",
+        "Codes: unit/type/status _outdated (a wrong tag is present) or _missing (no tag at all).",
+    ),
+    ReportColumn("action_builder_url", "The person's page in Action Builder."),
+)
+REPORT_COLUMNS = [c.name for c in REPORT_SCHEMA]
 # Personal data in the CSV: organizers need it, run history (metadata previews) must not keep it.
 REPORT_NAME_COLUMNS = ("first_name", "last_name")
 
@@ -103,12 +125,24 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def _single_value(taggings: Iterable[Tagging], field_name: str, person_id: str, notes: list[str]):
+def _single_value(
+    taggings: Iterable[Tagging], field_name: str, person_id: str, notes: list[str]
+) -> tuple[str | None, str | None]:
+    """The connection's one value for the field, or None and why (for the report's reason column)."""
     values = sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
     if len(values) > 1:
         notes.append(f"{person_id}: connection carries several {field_name!r} values {values}; not compared")
-        return None
-    return values[0] if values else None
+        return None, f"{field_name}: the unit connection carries several values ({'; '.join(values)})"
+    if not values:
+        return None, f"{field_name}: the unit connection carries no {field_name} tag"
+    return values[0], None
+
+
+def _unit_value(unit: Unit | None, field_name: str) -> tuple[str | None, str | None]:
+    if unit is None:
+        return None, f"{field_name}: the connected unit could not be read"
+    name = _clean(unit.name)
+    return name, None if name else f"{field_name}: the connected unit has no name"
 
 
 def evaluate(
@@ -149,21 +183,13 @@ def evaluate(
         result.inactive_members += inactive
 
         unit = units.get(source.other_id or "")
-        expected = {
-            names.unit: _clean(unit.name) if unit else None,
-            names.membership_type: _single_value(
-                by_item.get(("connection", source.connection_id), ()),
-                names.membership_type,
-                pid,
-                result.notes,
-            ),
-            names.membership_status: _single_value(
-                by_item.get(("connection", source.connection_id), ()),
-                names.membership_status,
-                pid,
-                result.notes,
-            ),
+        on_connection = by_item.get(("connection", source.connection_id), ())
+        judged = {
+            names.unit: _unit_value(unit, names.unit),
+            names.membership_type: _single_value(on_connection, names.membership_type, pid, result.notes),
+            names.membership_status: _single_value(on_connection, names.membership_status, pid, result.notes),
         }
+        expected = {f: value for f, (value, _why) in judged.items()}
         if unit is None:
             result.notes.append(f"{pid}: unit {source.other_id} unknown; unit not compared")
 
@@ -204,6 +230,7 @@ def evaluate(
                 current_membership_status=shown[names.membership_status],
                 reasons=tuple(reasons),
                 outdated_taggings=tuple(sorted(outdated, key=lambda t: t.tagging_id)),
+                blank_reasons=tuple(why for _value, why in judged.values() if why),
             )
         )
     result.mismatches.sort(key=lambda m: m.person_id)
@@ -222,30 +249,69 @@ def csv_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
 
 
-def report_rows(mismatches: Iterable[Mismatch]) -> list[dict[str, str]]:
-    """The emailed CSV: active members only, the correct values, no internal tagging ids.
+def what_to_change(m: Mismatch, names: FieldNames = FieldNames()) -> str:
+    """The tags to add or replace, in words, e.g. "Bargaining Unit: replace 'A' with 'B'"."""
+    fields = (
+        ("unit", names.unit, m.unit_name, m.current_unit_name),
+        ("type", names.membership_type, m.membership_type, m.current_membership_type),
+        ("status", names.membership_status, m.membership_status, m.current_membership_status),
+    )
+    changes = []
+    for label, field_name, correct, tagged in fields:
+        if f"{label}_outdated" in m.reasons:
+            values = [v for v in tagged.split("; ") if v]
+            stale = " and ".join(f"'{v}'" for v in values if v != correct)
+            if correct in values:  # the right tag is there too: only the stale one goes
+                changes.append(f"{field_name}: remove {stale} (keep '{correct}')")
+            else:
+                changes.append(f"{field_name}: replace {stale} with '{correct}'")
+        elif f"{label}_missing" in m.reasons:
+            changes.append(f"{field_name}: add '{correct}'")
+    return "; ".join(changes)
 
-    Every cell is escaped against formula injection (names and tag values are typed by people).
-    """
+
+def report_records(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[dict[str, str]]:
+    """Active members' rows of the report, worst units first, as plain text (not yet escaped)."""
     rows = [
         {
             "uuid": m.person_id,
-            "unit_name": m.unit_name or "",
-            "membership_type": m.membership_type or "",
-            "membership_status": m.membership_status or "",
             "first_name": m.given_name or "",
             "last_name": m.family_name or "",
-            "current_unit_name": m.current_unit_name,
-            "current_membership_type": m.current_membership_type,
-            "current_membership_status": m.current_membership_status,
+            "correct_unit": m.unit_name or "",
+            "tagged_unit": m.current_unit_name,
+            "correct_membership_type": m.membership_type or "",
+            "tagged_membership_type": m.current_membership_type,
+            "correct_membership_status": m.membership_status or "",
+            "tagged_membership_status": m.current_membership_status,
+            "what_to_change": what_to_change(m, names),
+            "blank_correct_value_reason": "; ".join(m.blank_reasons),
             "mismatch_reasons": ", ".join(m.reasons),
             "action_builder_url": m.browser_url or "",
         }
         for m in mismatches
         if not m.inactive
     ]
-    rows.sort(key=lambda r: (r["unit_name"], r["last_name"], r["first_name"], r["uuid"]))
-    return [{k: csv_cell(v) for k, v in r.items()} for r in rows]
+    per_unit: dict[str, int] = defaultdict(int)
+    for r in rows:
+        per_unit[r["correct_unit"]] += 1
+    rows.sort(
+        key=lambda r: (
+            -per_unit[r["correct_unit"]],
+            r["correct_unit"],
+            r["last_name"],
+            r["first_name"],
+            r["uuid"],
+        )
+    )
+    return rows
+
+
+def report_rows(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[dict[str, str]]:
+    """The emailed CSV: active members only, the correct values, no internal tagging ids.
+
+    Every cell is escaped against formula injection (names and tag values are typed by people).
+    """
+    return [{k: csv_cell(v) for k, v in r.items()} for r in report_records(mismatches, names)]
 
 
 def plan_deletions(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[PlannedDeletion]:

@@ -43,11 +43,22 @@ class Recipients(dg.ConfigurableResource):
 
 
 class EmailSender(dg.ConfigurableResource):
-    """Interface: send one message, return an id (SendGrid message id or outbox file path)."""
+    """Interface: send one message, return an id (SendGrid message id or outbox file path).
+
+    ``body`` is the plain-text part; ``html``, when given, the same content as HTML (the mail
+    client shows one of the two).
+    """
 
     from_address: str = "membership-sync@localhost"
 
-    def send(self, to: list[str], subject: str, body: str, attachments: tuple[Attachment, ...] = ()) -> str:
+    def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        attachments: tuple[Attachment, ...] = (),
+        html: str | None = None,
+    ) -> str:
         raise NotImplementedError
 
 
@@ -56,7 +67,14 @@ class FileOutboxEmail(EmailSender):
 
     directory: str = Field(default=".local/outbox")
 
-    def send(self, to: list[str], subject: str, body: str, attachments: tuple[Attachment, ...] = ()) -> str:
+    def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        attachments: tuple[Attachment, ...] = (),
+        html: str | None = None,
+    ) -> str:
         if not to:
             raise ValueError("no recipients")
         msg = EmailMessage()
@@ -66,6 +84,8 @@ class FileOutboxEmail(EmailSender):
         msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
         msg["Message-ID"] = make_msgid(domain="membership-assets.local")
         msg.set_content(body)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")  # multipart/alternative: text, then HTML
         for a in attachments:
             maintype, subtype = a.mimetype.split("/", 1)
             msg.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
@@ -87,9 +107,17 @@ class SendGridEmail(EmailSender):
     """SendGrid v3 mail send; retries 429/5xx, fails fast on auth or validation errors."""
 
     api_key: str = Field(description="SendGrid API key (SENDGRID_API_KEY_PASSWORD).")
+    api_host: str = Field(default="https://api.sendgrid.com", description="SendGrid API base URL.")
     max_attempts: int = 3
 
-    def send(self, to: list[str], subject: str, body: str, attachments: tuple[Attachment, ...] = ()) -> str:
+    def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        attachments: tuple[Attachment, ...] = (),
+        html: str | None = None,
+    ) -> str:
         from sendgrid import SendGridAPIClient
         from sendgrid.helpers.mail import (
             Attachment as SgAttachment,
@@ -104,7 +132,13 @@ class SendGridEmail(EmailSender):
 
         if not to:
             raise ValueError("no recipients")
-        mail = Mail(from_email=self.from_address, to_emails=to, subject=subject, plain_text_content=body)
+        mail = Mail(
+            from_email=self.from_address,
+            to_emails=to,
+            subject=subject,
+            plain_text_content=body,
+            html_content=html,
+        )
         for a in attachments:
             mail.add_attachment(
                 SgAttachment(
@@ -114,7 +148,7 @@ class SendGridEmail(EmailSender):
                     Disposition("attachment"),
                 )
             )
-        client = SendGridAPIClient(self.api_key)
+        client = SendGridAPIClient(self.api_key, host=self.api_host)
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=wait_exponential_jitter(initial=1, max=30),
