@@ -17,6 +17,7 @@ from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
 from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
+from .repair import RepairStep, deletions_left_to_cleanup
 from .resources import ActionBuilderResource
 from .rules import (
     REPORT_COLUMNS,
@@ -492,9 +493,15 @@ def outdated_tagging_deletions(
     action_builder: ActionBuilderResource,
     warehouse: AuditWarehouse,
     planned_tag_deletions: pd.DataFrame,
+    planned_tag_repairs: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
-    """Delete the outdated taggings found in this run; one audit row per planned deletion."""
-    plan = from_frame(PlannedDeletion, planned_tag_deletions)
+    """Delete the outdated taggings found in this run; one audit row per planned deletion.
+
+    Taggings a live tag repair owns are left to it (it removes them once the right tag is on).
+    """
+    plan = deletions_left_to_cleanup(
+        from_frame(PlannedDeletion, planned_tag_deletions), from_frame(RepairStep, planned_tag_repairs)
+    )
     run = run_identity(context)
     earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
     earlier_rows = earlier[DELETION_COLUMNS].to_dict("records") if len(earlier) else []

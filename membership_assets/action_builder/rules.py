@@ -56,6 +56,8 @@ class Mismatch:
     current_membership_status: str
     reasons: tuple[str, ...]
     outdated_taggings: tuple[Tagging, ...]
+    # Fields whose truth could not be settled (unit unreadable, several values on the connection).
+    undetermined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,12 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _values(taggings: Iterable[Tagging], field_name: str) -> list[str]:
+    return sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
+
+
 def _single_value(taggings: Iterable[Tagging], field_name: str, person_id: str, notes: list[str]):
-    values = sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
+    values = _values(taggings, field_name)
     if len(values) > 1:
         notes.append(f"{person_id}: connection carries several {field_name!r} values {values}; not compared")
         return None
@@ -166,6 +172,10 @@ def evaluate(
         }
         if unit is None:
             result.notes.append(f"{pid}: unit {source.other_id} unknown; unit not compared")
+        conn_taggings = by_item.get(("connection", source.connection_id), ())
+        undetermined = ((names.unit,) if unit is None or expected[names.unit] is None else ()) + tuple(
+            f for f in (names.membership_type, names.membership_status) if len(_values(conn_taggings, f)) > 1
+        )
 
         own = by_item.get(("person", pid), ())
         current: dict[str, list[Tagging]] = {f: [t for t in own if t.field == f] for f in names.tag_fields}
@@ -204,6 +214,7 @@ def evaluate(
                 current_membership_status=shown[names.membership_status],
                 reasons=tuple(reasons),
                 outdated_taggings=tuple(sorted(outdated, key=lambda t: t.tagging_id)),
+                undetermined=undetermined,
             )
         )
     result.mismatches.sort(key=lambda m: m.person_id)

@@ -16,13 +16,19 @@ action_builder_tag_sync = dg.define_asset_job(
 )
 
 
+def _opted_in(variable: str) -> bool:
+    return os.getenv(variable, "").strip().lower() in ("1", "true", "yes")
+
+
 def _run_config(mode: str) -> dict:
-    # Live deletions on a schedule only when the deployment opts in explicitly.
-    live = os.getenv("ACTION_BUILDER_APPLY_DELETIONS", "").strip().lower() in ("1", "true", "yes")
+    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
     return {
         "ops": {
             "action_builder_campaign": {"config": {"mode": mode}},
-            "outdated_tagging_deletions": {"config": {"dry_run": not live}},
+            "outdated_tagging_deletions": {
+                "config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_DELETIONS")}
+            },
+            "planned_tag_repairs": {"config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_REPAIRS")}},
         }
     }
 
