@@ -531,8 +531,11 @@ class ActionBuilderSimulator(SimulatedService):
         if t is None or (by_tag and t["tag_id"] != owner) or (not by_tag and t["item_id"] != owner):
             return json_error(404, "Tagging not found", "delete_tagging")
         self._drop_tagging(tgid)
+        # The per-person DELETE path is UNCERTAIN (reference §1.2): counted apart, so tests can
+        # tell that only the documented /tags/{tag}/taggings/{tagging} path is used.
         return Response(
-            body={"message": "Tag has been removed from Taggable Logbook"}, route="delete_tagging"
+            body={"message": "Tag has been removed from Taggable Logbook"},
+            route="delete_tagging" if by_tag else "delete_person_tagging_uncertain",
         )
 
     # -- Person Signup Helper ---------------------------------------------------------------------
