@@ -299,3 +299,14 @@ def test_the_schedules_repair_only_when_the_deployment_opts_in(defs, monkeypatch
     live = action_builder_monthly_full(ctx).run_config
     assert live["ops"]["planned_tag_repairs"]["config"]["dry_run"] is False
     assert dg.validate_run_config(defs.resolve_job_def(JOB), live)
+
+
+def test_the_repair_benchmark_spends_exactly_the_designed_requests_per_person():
+    from benchmarks import ab_repair
+    from membership_assets.simulators.action_builder_seed import SeedConfig, generate_campaign
+
+    data = generate_campaign(SeedConfig(people=300, units=10, seed=5))
+    m = ab_repair.measure(data, rate=2000, latency=0.0, workers=4)
+    assert m.exact and m.repaired_people == m.planned_people > 20
+    assert m.requests == m.minimum_requests and m.rate_limited_429 == 0
+    assert set(m.by_kind) == {"person_signup", "person_taggings", "delete_tagging"}

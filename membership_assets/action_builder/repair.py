@@ -237,8 +237,12 @@ def _carries(own: list[Tagging], field_name: str | None, value: str | None) -> b
     return any(t.field == field_name and _clean(t.value) == value for t in own)
 
 
-def repair_person(client: ActionBuilderClient, steps: list[RepairStep], resume: bool) -> dict[int, tuple]:
-    """Add, read, remove for one person: ``{seq: (action, error)}``. AuthError propagates.
+def repair_person(
+    client: ActionBuilderClient, steps: list[RepairStep], resume: bool
+) -> tuple[dict[int, tuple], list[Tagging] | None]:
+    """Add, read, remove for one person: ``{seq: (action, error)}``, and the person's taggings
+    as last read when no DELETE followed that read (then it is the final state, and
+    verification needs no second read). AuthError propagates.
 
     ``resume``: an earlier attempt may have sent requests for this person, so read first and
     send only what is still missing (no second POST when its tags are already there).
@@ -247,6 +251,8 @@ def repair_person(client: ActionBuilderClient, steps: list[RepairStep], resume: 
     removes = [s for s in steps if s.step == "remove"]
     pid = steps[0].person_id
     out: dict[int, tuple] = {}
+    own: list[Tagging] | None = None
+    deleted = False
     try:
         own = _read(client, pid) if resume or not adds else []
         posted = bool(adds) and not all(_carries(own, a.field, a.value) for a in adds)
@@ -274,6 +280,7 @@ def repair_person(client: ActionBuilderClient, steps: list[RepairStep], resume: 
             elif r.tagging_id not in held:
                 out[r.seq] = ("already_gone", None)
             else:
+                deleted = True
                 out[r.seq] = (
                     "removed"
                     if client.delete_tagging(r.tag_id or "", r.tagging_id or "") == "deleted"
@@ -286,7 +293,13 @@ def repair_person(client: ActionBuilderClient, steps: list[RepairStep], resume: 
         out.update({s.seq: ("person_gone", "404: not in the campaign") for s in steps if s.seq not in out})
     except (ApiError, RecordError) as exc:
         out.update({s.seq: ("failed", str(exc)[:500]) for s in steps if s.seq not in out})
-    return out
+    return out, (None if deleted or len(out) < len(steps) else own)
+
+
+def judge(own: list[Tagging], expected: Mapping[str, str]) -> tuple[str, str | None]:
+    """Verified when each repaired field carries exactly the expected value."""
+    wrong = sorted(f for f, v in expected.items() if {_clean(t.value) for t in own if t.field == f} != {v})
+    return ("still_mismatched", f"still wrong: {', '.join(wrong)}") if wrong else ("verified", None)
 
 
 def verify_person(client: ActionBuilderClient, person_id: str, expected: Mapping[str, str]) -> tuple:
@@ -299,8 +312,7 @@ def verify_person(client: ActionBuilderClient, person_id: str, expected: Mapping
         return "person_gone", "404: not in the campaign"
     except (ApiError, RecordError) as exc:
         return "unverified", str(exc)[:500]
-    wrong = sorted(f for f, v in expected.items() if {_clean(t.value) for t in own if t.field == f} != {v})
-    return ("still_mismatched", f"still wrong: {', '.join(wrong)}") if wrong else ("verified", None)
+    return judge(own, expected)
 
 
 def execute_repairs(
@@ -344,6 +356,7 @@ def execute_repairs(
     if todo:
         record(list(state.values()))
     stop: dict[str, str | None] = {"auth": None}
+    final: dict[str, list[Tagging]] = {}  # people whose last read is their state after repair
 
     def run(pid: str) -> None:
         ss = by_person[pid]
@@ -352,10 +365,12 @@ def execute_repairs(
             return
         resume = any(earlier.get((pid, s.seq)) not in (None, "pending") for s in ss)
         try:
-            result = repair_person(client, ss, resume)  # type: ignore[arg-type]
+            result, last_read = repair_person(client, ss, resume)  # type: ignore[arg-type]
         except AuthError as exc:
             stop["auth"] = str(exc)
-            result = {s.seq: ("failed", str(exc)) for s in ss}
+            result, last_read = {s.seq: ("failed", str(exc)) for s in ss}, None
+        if last_read is not None:
+            final[pid] = last_read
         state.update({(pid, s.seq): _outcome(s, *result[s.seq]) for s in ss})
 
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="ab-repair") as pool:
@@ -366,29 +381,35 @@ def execute_repairs(
                 record(list(state.values()))
             list(pool.map(run, chunk))
             record(list(state.values()))
-        _verify_all(client, by_person, state, pool, verify_budget, stop)
+        _verify_all(client, by_person, state, pool, verify_budget, stop, final)
     return sorted(state.values(), key=lambda o: (o.person_id, o.seq))
 
 
-def _verify_all(client, by_person, state, pool, budget: int, stop) -> None:
-    """Re-read every repaired person, up to ``budget`` reads (the rest are ``unverified``)."""
+def _verify_row(step: RepairStep, action: str, error: str | None) -> RepairOutcome:
+    empty = dict.fromkeys(("field", "value", "expected_value", "tag_id", "tagging_id", "reason"))
+    return _outcome(replace(step, seq=VERIFY_SEQ, step="verify", **empty), action, error)
+
+
+def _verify_all(client, by_person, state, pool, budget: int, stop, final) -> None:
+    """Judge every repaired person's state after repair: from their last read when nothing was
+    sent after it, else re-read, up to ``budget`` reads (the rest are ``unverified``)."""
     repaired = sorted(
         p for p, ss in by_person.items() if all(state[(p, s.seq)].action in SUCCESS for s in ss)
     )
+    expected = {p: {s.field: s.expected_value for s in by_person[p] if s.field} for p in repaired}
+    for pid in (p for p in repaired if p in final):
+        state[(pid, VERIFY_SEQ)] = _verify_row(by_person[pid][0], *judge(final[pid], expected[pid]))
+    repaired = [p for p in repaired if p not in final]
     checked = repaired[: max(budget, 0)] if stop["auth"] is None else []
 
-    def row(pid: str, action: str, error: str | None) -> RepairOutcome:
-        first = by_person[pid][0]
-        empty = dict.fromkeys(("field", "value", "expected_value", "tag_id", "tagging_id", "reason"))
-        return _outcome(replace(first, seq=VERIFY_SEQ, step="verify", **empty), action, error)
-
-    expected = {p: {s.field: s.expected_value for s in by_person[p] if s.field} for p in checked}
     results = pool.map(lambda p: verify_person(client, p, expected[p]), checked)
     for pid, (action, error) in zip(checked, results, strict=True):
-        state[(pid, VERIFY_SEQ)] = row(pid, action, error)
+        state[(pid, VERIFY_SEQ)] = _verify_row(by_person[pid][0], action, error)
     for pid in repaired[len(checked) :]:
-        state[(pid, VERIFY_SEQ)] = row(
-            pid, "unverified", "over the verification budget" if stop["auth"] is None else stop["auth"]
+        state[(pid, VERIFY_SEQ)] = _verify_row(
+            by_person[pid][0],
+            "unverified",
+            "over the verification budget" if stop["auth"] is None else stop["auth"],
         )
 
 
