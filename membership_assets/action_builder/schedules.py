@@ -11,7 +11,7 @@ from .assets import GROUP
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
-    description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
+    description="Scan Action Builder, report membership-tag mismatches, repair and clean outdated tags, archive.",
     tags={"membership/pipeline": "action_builder"},
 )
 
