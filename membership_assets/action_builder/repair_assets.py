@@ -16,6 +16,7 @@ from pydantic import Field
 
 from .. import pools
 from ..metadata import md_preview
+from ..warehouse.assets import column_schema
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from .assets import GROUP, KIND
@@ -113,6 +114,7 @@ class RepairRunConfig(dg.Config):
     group_name=GROUP,
     tags={**KIND, "membership/side_effect": "repair"},
     pool=pools.ACTION_BUILDER,
+    metadata={"dagster/column_schema": column_schema(AUDIT_TABLE)},
     check_specs=[
         dg.AssetCheckSpec(
             "repairs_verified",
