@@ -15,9 +15,10 @@ read again to verify. A removal happens only once the right value is proven pres
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import threading
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -328,7 +329,8 @@ def execute_repairs(
     """Carry out (or only record) the plan; one outcome per step plus a verification per person.
 
     ``journal`` must make the rows durable before returning: first every live step ``pending``,
-    then before each batch of people their steps ``sending``, then their outcomes. ``earlier``
+    then before each batch of people is started their steps ``sending`` (with the outcomes known
+    so far), and at the end every outcome. ``earlier``
     maps (person_id, seq) to an earlier attempt's action: settled people are carried over
     without a request, others with any earlier progress are read before anything is sent.
     """
@@ -356,12 +358,14 @@ def execute_repairs(
     if todo:
         record(list(state.values()))
     stop: dict[str, str | None] = {"auth": None}
+    lock = threading.Lock()  # worker threads write outcomes while the journal takes snapshots
     final: dict[str, list[Tagging]] = {}  # people whose last read is their state after repair
 
     def run(pid: str) -> None:
         ss = by_person[pid]
         if stop["auth"] is not None:
-            state.update({(pid, s.seq): _outcome(s, "not_attempted", stop["auth"]) for s in ss})
+            with lock:
+                state.update({(pid, s.seq): _outcome(s, "not_attempted", stop["auth"]) for s in ss})
             return
         resume = any(earlier.get((pid, s.seq)) not in (None, "pending") for s in ss)
         try:
@@ -369,18 +373,33 @@ def execute_repairs(
         except AuthError as exc:
             stop["auth"] = str(exc)
             result, last_read = {s.seq: ("failed", str(exc)) for s in ss}, None
-        if last_read is not None:
-            final[pid] = last_read
-        state.update({(pid, s.seq): _outcome(s, *result[s.seq]) for s in ss})
+        with lock:
+            if last_read is not None:
+                final[pid] = last_read
+            state.update({(pid, s.seq): _outcome(s, *result[s.seq]) for s in ss})
+
+    def snapshot() -> list[RepairOutcome]:
+        with lock:
+            return list(state.values())
 
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="ab-repair") as pool:
+        # Two batches in flight: the next batch's "sending" is made durable while the current
+        # one runs, so the rate budget never idles on a batch's stragglers or an audit write.
+        in_flight: deque[list[Future]] = deque()
         for start in range(0, len(todo), max(batch, 1)):
             chunk = todo[start : start + max(batch, 1)]
+            if len(in_flight) >= 2:
+                for future in in_flight.popleft():
+                    future.result()
             if stop["auth"] is None:
-                state.update({(p, s.seq): _outcome(s, "sending") for p in chunk for s in by_person[p]})
-                record(list(state.values()))
-            list(pool.map(run, chunk))
-            record(list(state.values()))
+                with lock:
+                    state.update({(p, s.seq): _outcome(s, "sending") for p in chunk for s in by_person[p]})
+            record(snapshot())  # this batch's intent (and earlier batches' outcomes) before it runs
+            in_flight.append([pool.submit(run, p) for p in chunk])
+        for future in (f for futures in in_flight for f in futures):
+            future.result()
+        if todo:
+            record(snapshot())
         _verify_all(client, by_person, state, pool, verify_budget, stop, final)
     return sorted(state.values(), key=lambda o: (o.person_id, o.seq))
 
