@@ -310,3 +310,36 @@ def test_the_repair_benchmark_spends_exactly_the_designed_requests_per_person():
     assert m.exact and m.repaired_people == m.planned_people > 20
     assert m.requests == m.minimum_requests and m.rate_limited_429 == 0
     assert set(m.by_kind) == {"person_signup", "person_taggings", "delete_tagging"}
+
+
+def test_an_api_that_says_deleted_but_keeps_the_tag_fails_the_verification_check(defs, instance, ab_sim):
+    # Every DELETE answered 200 without deleting: the re-read must catch it.
+    ab_sim.faults.add(
+        path_pattern="/taggings/", method="DELETE", status=200, body={"message": "ok"}, times=None
+    )
+    result = run_job(defs, instance, deletions_dry_run=True)
+    assert result.success  # the step ran; the check says what is wrong
+    check = check_result(result, "repairs_verified")
+    assert not check.passed and check.metadata["still_mismatched"].value > 0
+    repairs = result.output_for_node("tag_repairs")
+    verify = repairs[repairs["step"] == "verify"].set_index("person_id")["action"]
+    removed = set(repairs.loc[repairs["action"] == "removed", "person_id"])
+    assert set(verify[list(removed)]) == {"still_mismatched"}
+
+
+def test_credentials_rejected_mid_repair_stop_the_rest_and_fail_the_step(defs, instance, ab_sim, warehouse):
+    for method in ("POST", "DELETE"):  # the token loses its write rights after the plan was read
+        ab_sim.faults.add(path_pattern=".", method=method, status=401, times=None)
+    before = dict(ab_sim.data.taggings)
+    result = run_job(defs, instance)
+    assert not result.success
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "tag_repairs"
+    )
+    assert "tag repair stopped" in str(failure.event_specific_data.error)
+    audit = warehouse.query("select action, count(*) as n from {dataset}.ab_tag_repairs group by action")
+    actions = dict(zip(audit["action"], audit["n"], strict=True))
+    assert actions.get("not_attempted", 0) > 0 and not {"added", "removed"} & set(actions)
+    repaired_people = set(result.output_for_node("planned_tag_repairs")["person_id"])
+    # Nothing of the people planned for repair was touched (the cleanup left theirs alone too).
+    assert {k for k, v in before.items() if v["item_id"] in repaired_people} <= set(ab_sim.data.taggings)
