@@ -15,6 +15,7 @@ from membership_assets.action_builder.rules import FieldNames, evaluate
 from membership_assets.action_builder.scan import CampaignScanner
 from membership_assets.connectors.errors import NotFoundError
 from membership_assets.simulators.action_builder_seed import MEMBERSHIP_SECTION, TYPE_FIELD, UNIT_FIELD
+from membership_assets.warehouse.queries import run_analyst_query
 
 JOB = "action_builder_tag_sync"
 NAMES = FieldNames()
@@ -195,6 +196,9 @@ def test_a_live_repair_run_leaves_the_campaign_as_its_ground_truth_says(defs, in
     assert not set(deletions["tagging_id"]) & set(repairs["tagging_id"].dropna())
     audit = warehouse.query("select person_id, step, action from {dataset}.ab_tag_repairs")
     assert len(audit) == len(repairs) and set(audit.loc[audit["step"] == "verify", "action"]) == {"verified"}
+    answer = run_analyst_query(warehouse, "tag_repairs").set_index("outcome")
+    assert int(answer.loc["repaired, verified", "people"]) == len(active)
+    assert int(answer.loc["left to cleanup", "people"]) == len(truth) - len(active)
     report = result.output_for_node("tag_repair_report")
     assert report["rows"] == repairs["person_id"].nunique() and "repaired and verified" in report["section"]
 
@@ -343,3 +347,19 @@ def test_credentials_rejected_mid_repair_stop_the_rest_and_fail_the_step(defs, i
     repaired_people = set(result.output_for_node("planned_tag_repairs")["person_id"])
     # Nothing of the people planned for repair was touched (the cleanup left theirs alone too).
     assert {k for k, v in before.items() if v["item_id"] in repaired_people} <= set(ab_sim.data.taggings)
+
+
+def test_an_implausible_mismatch_rate_blocks_repairs_too(defs, instance, ab_sim):
+    ab_sim.requests.reset()
+    ops = {
+        "action_builder_campaign": {"config": {"mode": "full"}},
+        "membership_mismatches": {"config": {"max_mismatch_fraction": 0.01}},
+        "planned_tag_repairs": {"config": {"dry_run": False}},
+    }
+    result = defs.resolve_job_def(JOB).execute_in_process(
+        run_config={"ops": ops}, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert not executed & {"planned_tag_repairs", "tag_repairs"}
+    assert "person_signup" not in ab_sim.requests.by_route
