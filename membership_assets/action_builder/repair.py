@@ -26,7 +26,7 @@ from typing import Any
 from ..connectors.errors import ApiError, AuthError, NotFoundError
 from .client import ActionBuilderClient
 from .records import RecordError, Tagging, tagging_from_api
-from .rules import Evaluation, FieldNames, csv_cell
+from .rules import Evaluation, FieldNames, Mismatch, csv_cell
 
 # Why a person is not repaired automatically (shown to organizers, stored in the audit).
 HOLD_REASONS = {
@@ -96,8 +96,17 @@ def catalog_matches(
     return [c for c in catalog if c.get("field") == field_name and _clean(c.get("name")) == value]
 
 
+def _step(
+    step: str, field: str | None, value: str | None, expected: str | None, **ids: Any
+) -> dict[str, Any]:
+    """A RepairStep's fields, short of person, order and mode."""
+    return dict(step=step, field=field, value=value, expected_value=expected, reason=None) | {
+        k: ids.get(k) for k in ("section", "tag_id", "tagging_id")
+    }
+
+
 def _person_plan(
-    m, own: list[Tagging], catalog: list[Mapping[str, Any]], names: FieldNames
+    m: Mismatch, own: list[Tagging], catalog: list[Mapping[str, Any]], names: FieldNames
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Steps (without mode) for one mismatched person, or the reason a human must look."""
     if m.inactive:
@@ -119,19 +128,13 @@ def _person_plan(
         found = catalog_matches(catalog, fname, want)
         if len(found) != 1:
             return [], "no_catalog_tag" if not found else "several_catalog_tags"
-        steps.append(
-            dict(step="add", field=fname, value=want, expected_value=want, section=found[0]["section"])
-            | dict(tag_id=found[0]["tag_id"], tagging_id=None, reason=None)
-        )
+        steps.append(_step("add", fname, want, want, section=found[0]["section"], tag_id=found[0]["tag_id"]))
     for t in m.outdated_taggings:
+        want = _clean(expected.get(t.field or ""))
         steps.append(
-            dict(
-                step="remove",
-                field=t.field,
-                value=t.value,
-                expected_value=_clean(expected.get(t.field or "")),
+            _step(
+                "remove", t.field, t.value, want, section=t.section, tag_id=t.tag_id, tagging_id=t.tagging_id
             )
-            | dict(section=t.section, tag_id=t.tag_id, tagging_id=t.tagging_id, reason=None)
         )
     return steps, None
 
