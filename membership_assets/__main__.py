@@ -1,10 +1,12 @@
-"""Command line: ``python -m membership_assets demo | dev | simulators | query | migrate | sync-api``.
+"""Command line: ``python -m membership_assets demo | dev | simulators | query | migrate | sync-api |
+preflight``.
 
 ``demo`` runs the main jobs once on the embedded default (simulators, DuckDB, SQLite, outbox) and
 prints where everything went. ``dev`` opens the Dagster UI on the embedded default (simulators,
 ``DAGSTER_HOME`` with the project's dagster.yaml, ``dagster dev``). ``simulators`` serves the
 simulated APIs alone. ``migrate`` applies the members database's schema migrations (production:
 before deploying code). ``sync-api`` serves the registry webhook receiver and sync API.
+``preflight`` checks every service's configuration read-only (docs/going-live.md).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ def _dagster_home() -> Path:
 
 def dev(args: argparse.Namespace) -> int:
     """The Dagster UI on the embedded default: simulators up, instance configured, `dagster dev`."""
-    import subprocess
 
     from .simulators.local import LocalSimulators
 
@@ -51,11 +52,53 @@ def dev(args: argparse.Namespace) -> int:
             print(f"{name} simulator: {sim.base_url if sim else 'already running'}")
         print(f"DAGSTER_HOME={home} (instance: {home / 'dagster.yaml'})")
         print("$ " + " ".join(command), flush=True)
-        proc = subprocess.Popen(command, env=os.environ.copy())
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:  # Ctrl-C reaches dagster dev too; let it shut down cleanly
-            return proc.wait()
+        return run_until_signalled(command, os.environ.copy())
+
+
+STOP_GRACE_SECONDS = 30  # for `dagster dev` to stop its webserver, daemon and code servers itself
+
+
+def run_until_signalled(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` until it exits, or until one Ctrl-C / SIGINT / SIGTERM reaches this process:
+    then stop it and every process it started, whichever signal came and from wherever."""
+    import subprocess
+
+    # Its own session: a signal reaches the children only through us, once, in one order.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while proc.poll() is None and not stop.wait(0.5):
+            pass
+        if proc.poll() is None:
+            print("stopping dagster dev and everything it started ...", flush=True)
+        return stop_tree(proc)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_tree(proc) -> int:
+    """Ask ``proc`` to stop as Ctrl-C would, then end whatever of its process tree is left."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    return proc.wait()
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -248,23 +291,25 @@ def simulators(args: argparse.Namespace) -> int:
 
 
 def sync_api(args: argparse.Namespace) -> int:
-    """Serve the registry webhook receiver and the sync API (see README "Webhook and sync API")."""
-    from dataclasses import replace
-
+    """Serve the registry webhook receiver and the sync API (see docs/sync-api.md)."""
     from .environment import sync_api_settings
-    from .registry.webhook import serve
+    from .registry.webhook import SyncApiConfigError, serve
 
     try:
-        settings = sync_api_settings()
-    except KeyError as exc:
-        print(f"sync-api needs the environment variable {exc.args[0]}", file=sys.stderr)
+        settings = sync_api_settings(host=args.host, port=args.port)
+    except (SyncApiConfigError, ValueError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        print(f"sync-api refuses to start; fix every line below ({len(problems)}):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
         return 2
-    if not settings.webhook_secret:
-        print(
-            "REGISTRY_WEBHOOK_SECRET_PASSWORD is empty; refusing to accept unsigned webhooks", file=sys.stderr
-        )
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        serve(settings)
+    except AdminConfigError as exc:  # the admin page's accounts or session secret (docs/admin-page.md)
+        print(f"sync-api: {exc}", file=sys.stderr)
         return 2
-    serve(replace(settings, host=args.host or settings.host, port=args.port or settings.port))
     return 0
 
 
@@ -311,6 +356,36 @@ def migrate(args: argparse.Namespace) -> int:
         store.engine.dispose()
 
 
+def admin_hash(args: argparse.Namespace) -> int:
+    """Print the hash of an admin page password (for SYNC_ADMIN_USERS_PASSWORD); asks twice on a
+    terminal, else reads one line from stdin. The password itself is never printed."""
+    import getpass
+
+    from .registry.admin_auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("admin page password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.user}:{hashed}" if args.user else hashed)
+    return 0
+
+
+def preflight(args: argparse.Namespace) -> int:
+    """Check every service read-only (docs/going-live.md); exit 1 on any ✗."""
+    from .preflight.cli import main as run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membership_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dialect", default="postgresql", help="dialect of --sql (postgresql | sqlite)")
     p.add_argument("--from", dest="from_revision", help="revision the --sql output starts from")
     p.set_defaults(func=migrate)
+    p = sub.add_parser("admin-hash", help="print a password hash for the admin page's accounts")
+    p.add_argument("user", nargs="?", help="print name:hash, ready for SYNC_ADMIN_USERS_PASSWORD")
+    p.set_defaults(func=admin_hash)
+    p = sub.add_parser("preflight", help="check every service's configuration read-only (exit 1 on any ✗)")
+    from .preflight.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=preflight)
     p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
     p.set_defaults(func=analyst_views)
     args = parser.parse_args(argv)

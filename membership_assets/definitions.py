@@ -9,6 +9,7 @@ import dagster as dg
 from .action_builder import definitions as action_builder
 from .environment import resources_for
 from .notify import definitions as notify
+from .preflight import job as preflight
 from .registry import definitions as registry
 from .scratch import RunScratchIOManager
 from .warehouse import definitions as warehouse
@@ -20,6 +21,7 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
         registry.defs,
         warehouse.defs,
         notify.defs,
+        preflight.defs,
         # One process per run: the scan shares one rate limiter, and DuckDB allows one writer.
         # Intermediates scoped to the run and encrypted, unless the environment gives its own.
         dg.Definitions(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ from .warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 LOCAL = "local"
 PRODUCTION = "production"
 
-# Fixed loopback ports, so `python -m membership_assets simulators` and `dagster dev` meet.
-ACTION_BUILDER_SIM_PORT = 8765
-DJANGO_SIM_PORT = 8766
+# Loopback ports of the simulators, the same in every process (`simulators`, `dev`, `demo` and the
+# code location's resources), so they meet; set these variables when 8765/8766 are taken.
+ACTION_BUILDER_SIM_PORT = int(os.getenv("ACTION_BUILDER_SIM_PORT", "8765"))
+DJANGO_SIM_PORT = int(os.getenv("DJANGO_SIM_PORT", "8766"))
 SIMULATED_AB_TOKEN = "simulated-action-builder-token"  # not secrets: the simulators' own tokens
 SIMULATED_DJANGO_TOKEN = "simulated-django-token"
 
@@ -194,43 +196,175 @@ def members_db_connection_url(env: str | None = None) -> str:
     return with_password(url, password or "")
 
 
-def sync_api_settings(env: str | None = None):
+def sync_api_settings(env: str | None = None, host: str | None = None, port: int | None = None):
     """The webhook receiver / sync API's settings (a plain process, not a Dagster resource).
 
-    Local: the members database of ``local_resources`` and the documented non-secret defaults.
-    Production: ``REGISTRY_WEBHOOK_SECRET_PASSWORD`` and ``MEMBERS_DB_URL`` are required;
-    ``SYNC_API_KEY_PASSWORD`` is optional (without it the API accepts signed requests only).
+    Local: the members database of ``local_resources`` and the documented non-secret defaults,
+    which only a server bound to loopback accepts. Production: ``REGISTRY_WEBHOOK_SECRET_PASSWORD``
+    and ``MEMBERS_DB_URL`` are required; ``SYNC_API_KEY_PASSWORD`` is optional (without it the
+    API accepts signed requests only); each ``..._PREVIOUS_PASSWORD`` is accepted too while a
+    rotation is under way. Raises ``SyncApiConfigError`` listing every problem at once.
     """
-    from .registry.webhook import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, SyncApiSettings
+    from .registry.credentials import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET
+    from .registry.webhook import SyncApiConfigError, SyncApiSettings, settings_problems
 
-    defaults = SyncApiSettings(members_db_url="", webhook_secret="")
-    db_url = members_db_connection_url(env)
-    if (env or get_environment()) == PRODUCTION:
-        secret = os.environ["REGISTRY_WEBHOOK_SECRET_PASSWORD"]
-        api_key = os.getenv("SYNC_API_KEY_PASSWORD", "")
+    production = (env or get_environment()) == PRODUCTION
+    d = SyncApiSettings(members_db_url="", webhook_secret="")
+    problems: list[str] = []
+    try:
+        db_url = members_db_connection_url(env)
+    except KeyError as exc:
+        problems.append(f"{exc.args[0]} is not set (the members database)")
+        db_url = ""
+    if production:
+        secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD")  # unset: settings_problems says so
+        api_key = os.getenv("SYNC_API_KEY_PASSWORD")
     else:
         secret = os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", LOCAL_WEBHOOK_SECRET)
         api_key = os.getenv("SYNC_API_KEY_PASSWORD", LOCAL_API_KEY)
-    networks = os.getenv("SYNC_API_ALLOWED_IPS", "")
-    return SyncApiSettings(
+    if api_key is not None and not api_key.strip():
+        problems.append("SYNC_API_KEY_PASSWORD is set but empty (unset it to accept signed requests only)")
+    num = _NumberReader(problems)
+    settings = SyncApiSettings(
         members_db_url=db_url,
-        webhook_secret=secret,
-        api_key=api_key,
-        allowed_networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-        rate_per_second=float(os.getenv("SYNC_API_RATE_LIMIT", defaults.rate_per_second)),
-        rate_burst=int(os.getenv("SYNC_API_RATE_BURST", defaults.rate_burst)),
-        host=os.getenv("SYNC_API_HOST", defaults.host),
-        port=int(os.getenv("SYNC_API_PORT", defaults.port)),
-        auto_migrate=(env or get_environment()) != PRODUCTION,
+        webhook_secret=secret or "",
+        api_key=(api_key or "").strip(),
+        previous_webhook_secret=os.getenv("REGISTRY_WEBHOOK_SECRET_PREVIOUS_PASSWORD", "").strip(),
+        previous_api_key=os.getenv("SYNC_API_KEY_PREVIOUS_PASSWORD", "").strip(),
+        allowed_networks=_csv("SYNC_API_ALLOWED_IPS"),
+        trusted_proxies=_csv("SYNC_API_TRUSTED_PROXIES"),
+        rate_per_second=num.get("SYNC_API_RATE_LIMIT", d.rate_per_second, float, 0.01, 100_000),
+        rate_burst=num.get("SYNC_API_RATE_BURST", d.rate_burst, int, 1, 1_000_000),
+        max_connections=num.get("SYNC_API_MAX_CONNECTIONS", d.max_connections, int, 16, 100_000),
+        header_timeout=num.get("SYNC_API_HEADER_TIMEOUT", d.header_timeout, float, 0.1, 300),
+        body_timeout=num.get("SYNC_API_BODY_TIMEOUT", d.body_timeout, float, 0.1, 300),
+        keepalive_timeout=num.get("SYNC_API_KEEPALIVE_TIMEOUT", d.keepalive_timeout, float, 1, 300),
+        db_timeout=num.get("SYNC_API_DB_TIMEOUT", d.db_timeout, float, 0.1, 300),
+        max_pending_events=num.get("SYNC_API_MAX_PENDING_EVENTS", d.max_pending_events, int, 1, 10**9),
+        stats_seconds=num.get("SYNC_API_STATS_SECONDS", d.stats_seconds, float, 0.1, 3600),
+        host=host or os.getenv("SYNC_API_HOST", d.host),
+        port=port if port is not None else num.get("SYNC_API_PORT", d.port, int, 0, 65535),
+        auto_migrate=not production,
+    )
+    problems += settings_problems(settings, production)
+    if problems:
+        raise SyncApiConfigError(problems)
+    return settings
+
+
+def _csv(name: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in os.getenv(name, "").split(",") if n.strip())
+
+
+class _NumberReader:
+    """Numbers from the environment, strictly (ASCII, finite, in range); problems collected."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def get(self, name: str, default, kind: type, low: float, high: float):
+        raw = os.getenv(name)
+        if raw is None or not raw.strip():
+            return default
+        raw = raw.strip()
+        pattern = r"[0-9]{1,12}" if kind is int else r"[0-9]{1,12}(\.[0-9]{1,6})?"
+        value = kind(raw) if re.fullmatch(pattern, raw) else None
+        if value is None or not low <= value <= high:
+            shown = raw if len(raw) <= 20 and raw.isascii() and raw.isprintable() else "(unprintable)"
+            kind_name = "an integer" if kind is int else "a number"
+            self.problems.append(f"{name}={shown} must be {kind_name} from {low:g} to {high:g}")
+            return default
+        return value
+
+
+def admin_settings(env: str | None = None, host: str = "127.0.0.1"):
+    """The admin page's accounts (``SYNC_ADMIN_USERS_PASSWORD``: name:hash pairs), session secret
+    (``SYNC_ADMIN_SESSION_SECRET_PASSWORD``; required in production when accounts exist, so
+    every replica accepts a session), session length (``SYNC_ADMIN_SESSION_HOURS``, default 8),
+    public origin behind a proxy (``SYNC_ADMIN_ORIGIN``) and the registry its preview reads.
+    Local: the account ``admin`` / ``simulated-admin-password`` unless accounts are given, and
+    only on a server bound to loopback (that password is public)."""
+    import secrets
+
+    from .registry.admin import AdminSettings
+    from .registry.admin_auth import AdminConfigError, hash_password, parse_users, verify_password
+    from .registry.credentials import LOCAL_ADMIN_PASSWORD, LOCAL_ADMIN_USER, is_loopback, weakness
+    from .registry.preview import registry_planner
+
+    production = (env or get_environment()) == PRODUCTION
+    users = parse_users(os.getenv("SYNC_ADMIN_USERS_PASSWORD", ""))
+    if not users and not production and is_loopback(host):
+        users = {LOCAL_ADMIN_USER: hash_password(LOCAL_ADMIN_PASSWORD)}
+    elif production or not is_loopback(host):
+        public = [name for name, stored in users.items() if verify_password(LOCAL_ADMIN_PASSWORD, stored)]
+        if public:
+            raise AdminConfigError(
+                f"SYNC_ADMIN_USERS_PASSWORD: the password of {', '.join(public)} is the public local default"
+            )
+    secret = os.getenv("SYNC_ADMIN_SESSION_SECRET_PASSWORD", "")
+    if not secret and production and users:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_SECRET_PASSWORD is required with admin accounts")
+    if secret and (production or not is_loopback(host)) and (problem := weakness(secret)):
+        raise AdminConfigError(f"SYNC_ADMIN_SESSION_SECRET_PASSWORD {problem}")
+    resources = resources_for(env)
+    django = resources["django"]
+    values = {k: getattr(django, k) for k in type(django).model_fields}
+    values = {k: (v.get_value() if isinstance(v, dg.EnvVar) else v) for k, v in values.items()}
+    planner = None
+    if values.get("base_url") and values.get("api_key"):
+        planner = registry_planner(DjangoRegistryResource(**values), resources["registry_policy"])
+    return AdminSettings(
+        users=users,
+        # Without a configured secret (local), sessions last until this process restarts.
+        session_secret=secret or secrets.token_urlsafe(32),
+        session_seconds=_session_seconds(os.getenv("SYNC_ADMIN_SESSION_HOURS", "8")),
+        public_origin=os.getenv("SYNC_ADMIN_ORIGIN", "").rstrip("/"),
+        planner=planner,
     )
 
 
-def scratch_io_manager() -> RunScratchIOManager:
+def _session_seconds(hours: str) -> int:
+    from .registry.admin_auth import AdminConfigError
+
+    try:
+        seconds = int(float(hours) * 3600)
+    except ValueError:
+        seconds = 0
+    if not 60 <= seconds <= 7 * 24 * 3600:
+        raise AdminConfigError("SYNC_ADMIN_SESSION_HOURS is a number of hours between 0.02 and 168")
+    return seconds
+
+
+def preflight_settings(env: str | None = None):
+    """What the preflight reads beyond the jobs' resources: ``SENDGRID_API_URL`` (default
+    SendGrid's), ``SYNC_API_URL`` (the webhook receiver's base URL as Django reaches it) and the
+    webhook secret the receiver and Django share."""
+    from .preflight import PreflightSettings
+    from .registry.credentials import LOCAL_WEBHOOK_SECRET
+
+    production = (env or get_environment()) == PRODUCTION
+    default_secret = "" if production else LOCAL_WEBHOOK_SECRET
+    return PreflightSettings(
+        sendgrid_api_url=os.getenv("SENDGRID_API_URL", PreflightSettings.sendgrid_api_url),
+        sync_api_url=os.getenv("SYNC_API_URL", ""),
+        webhook_secret=os.getenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", default_secret),
+        production=production,
+    )
+
+
+def scratch_io_manager(env: str | None = None) -> RunScratchIOManager:
     """Where steps hand data to each other: gs://bucket/prefix in production, so every run worker
-    sees it (MEMBERSHIP_SCRATCH_URL); locally the Dagster instance's storage directory."""
-    return RunScratchIOManager(base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""))
+    sees it (MEMBERSHIP_SCRATCH_URL, with the BigQuery service account or ADC); locally the
+    Dagster instance's storage directory."""
+    production = (env or get_environment()) == PRODUCTION
+    return RunScratchIOManager(
+        base_path=os.getenv("MEMBERSHIP_SCRATCH_URL", ""),
+        credentials_json=_secret("BIGQUERY_CREDENTIALS_PASSWORD") if production else "",
+        production=production,
+        state_dir=str(state_dir()) if production else "",
+    )
 
 
 def resources_for(env: str | None = None) -> dict[str, Any]:
     resources = production_resources() if (env or get_environment()) == PRODUCTION else local_resources()
-    return {**resources, "io_manager": scratch_io_manager()}
+    return {**resources, "io_manager": scratch_io_manager(env)}

@@ -10,11 +10,16 @@ failed, its outputs and those of the runs it re-executed are deleted. Outputs of
 kept for "re-execute from failure" and purged after ``keep_days``.
 
 Production sets ``MEMBERSHIP_SCRATCH_URL`` (``gs://bucket/prefix``) so every run worker sees the
-same scratch; locally it defaults to the Dagster instance's storage directory.
+same scratch; locally it defaults to the Dagster instance's storage directory. When runs are
+isolated (a run launcher other than Dagster's default, e.g. the Helm chart's ``K8sRunLauncher``:
+each run and each retry in a new pod), a run with pod-local scratch is refused before its first
+step: a retry from failure could never find what the crashed pod wrote.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import shutil
 import time
@@ -55,33 +60,86 @@ class _LocalStore:
 
 
 class _GcsStore:
-    """gs://bucket/prefix through google-cloud-storage (Application Default Credentials)."""
+    """gs://bucket/prefix through google-cloud-storage: the given service-account JSON (the
+    BigQuery one), else Application Default Credentials (Workload Identity on GKE)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, credentials_json: str = ""):
         from google.cloud import storage
 
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
-        self.bucket = storage.Client().bucket(bucket)
+        if not bucket or not prefix.strip("/"):
+            # The purge deletes old objects under the prefix: never a whole, possibly shared, bucket.
+            raise ValueError(f"scratch URL {url!r} needs a bucket and a prefix: gs://bucket/prefix")
+        if credentials_json and not os.getenv("STORAGE_EMULATOR_HOST"):
+            client = storage.Client.from_service_account_info(json.loads(credentials_json))
+        else:
+            client = storage.Client()
+        self.bucket = client.bucket(bucket)
         self.prefix = prefix.strip("/")
 
     def _name(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return f"{self.prefix}/{key}"
 
     def write(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._name(key)).upload_from_string(data)
 
     def read(self, key: str) -> bytes | None:
-        blob = self.bucket.blob(self._name(key))
-        return blob.download_as_bytes() if blob.exists() else None
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.bucket.blob(self._name(key)).download_as_bytes()
+        except NotFound:
+            return None
 
     def delete_run(self, run_id: str) -> None:
         for blob in self.bucket.list_blobs(prefix=self._name(run_id) + "/"):
             blob.delete()
 
     def purge_older_than(self, seconds: float) -> None:
-        # Left to the bucket's lifecycle rule (delete objects older than keep_days): listing a
-        # whole bucket on every run would cost more than the scratch itself.
+        # Only failed run chains leave objects here, so the listing stays short; the bucket's
+        # lifecycle rule (docs/production.md) is the backstop if no run ever ends again.
+        cutoff = time.time() - seconds
+        for blob in self.bucket.list_blobs(prefix=self._name("")):
+            if blob.updated is not None and blob.updated.timestamp() < cutoff:
+                blob.delete()
+
+
+class ScratchNotSharedError(RuntimeError):
+    """The run's intermediates or checkpoints would be lost with its pod: the run does not start."""
+
+
+def launcher_class(instance: dg.DagsterInstance | None) -> str:
+    """The class name of the instance's run launcher, read from its config (not instantiated)."""
+    ref = getattr(instance, "_ref", None)
+    data = getattr(ref, "run_launcher_data", None)
+    return data.class_name if data is not None else "DefaultRunLauncher"
+
+
+def scratch_refusal(base_path: str, launcher: str, production: bool) -> str | None:
+    """Why runs may not start with this scratch, or None. Only object storage outlives a pod."""
+    if base_path.startswith("gs://"):
         return None
+    where = base_path or "the Dagster instance's storage directory"
+    if launcher != "DefaultRunLauncher":
+        return (
+            f"runs are launched by {launcher}, each run and each retry in its own pod, but step "
+            f"outputs would go to {where} on the pod's own disk, where a retry of a crashed run "
+            "cannot find them: set MEMBERSHIP_SCRATCH_URL=gs://bucket/prefix"
+        )
+    if production and not base_path:
+        return "production needs MEMBERSHIP_SCRATCH_URL (gs://bucket/prefix, or a directory all run workers share)"
+    return None
+
+
+def state_dir_refusal(state_dir: str, launcher: str) -> str | None:
+    """Scan checkpoints and reports must be on a mounted volume when runs get their own pods."""
+    if not state_dir or launcher == "DefaultRunLauncher" or os.path.ismount(state_dir):
+        return None
+    return (
+        f"runs are launched by {launcher}, but MEMBERSHIP_STATE_DIR={state_dir} is not a mounted "
+        "volume: a retried scan could not resume from its checkpoints. Mount the "
+        "membership-assets-state volume there (deploy/k8s/membership-state-pvc.yaml)"
+    )
 
 
 class RunScratchIOManager(dg.ConfigurableIOManager):
@@ -93,6 +151,24 @@ class RunScratchIOManager(dg.ConfigurableIOManager):
         "Dagster instance's storage directory.",
     )
     keep_days: float = Field(default=7.0, description="Outputs of failed runs are kept this long.")
+    credentials_json: str = Field(
+        default="", description="Service-account JSON for gs:// (BIGQUERY_CREDENTIALS_PASSWORD); empty = ADC."
+    )
+    production: bool = Field(default=False, description="Refuse runs without MEMBERSHIP_SCRATCH_URL.")
+    state_dir: str = Field(
+        default="",
+        description="Production: MEMBERSHIP_STATE_DIR (scan checkpoints, reports), which must be a "
+        "mounted volume when runs are isolated.",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse the run before its first step when what it leaves for a retry would be lost."""
+        launcher = launcher_class(context.instance)
+        problem = scratch_refusal(self.base_path, launcher, self.production) or (
+            state_dir_refusal(self.state_dir, launcher) if self.production else None
+        )
+        if problem:
+            raise ScratchNotSharedError(problem)
 
     def _store(self, instance: dg.DagsterInstance | None) -> _LocalStore | _GcsStore:
         base = self.base_path
@@ -100,7 +176,7 @@ class RunScratchIOManager(dg.ConfigurableIOManager):
             if instance is None:
                 raise dg.DagsterInvariantViolationError("scratch needs a base_path outside a run")
             base = str(Path(instance.storage_directory()) / "scratch")
-        return _GcsStore(base) if base.startswith("gs://") else _LocalStore(base)
+        return _GcsStore(base, self.credentials_json) if base.startswith("gs://") else _LocalStore(base)
 
     @staticmethod
     def _key(run_id: str, step_key: str, output_name: str, mapping_key: str | None = None) -> str:

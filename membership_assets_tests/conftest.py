@@ -15,6 +15,7 @@ from membership_assets.simulators.action_builder import ActionBuilderSimulator
 from membership_assets.simulators.action_builder_seed import CampaignData, SeedConfig, generate_campaign
 from membership_assets.warehouse.resources import DuckDBWarehouse
 from membership_assets_tests.browser import browser, page  # noqa: F401  (fixtures)
+from membership_assets_tests.gcs import gcs, gcs_env  # noqa: F401  (fixtures)
 
 # Pseudonyms and scratch encryption need a key; a test key instead of a generated ./.local one.
 os.environ.setdefault("MEMBERSHIP_PRIVACY_KEY_PASSWORD", "test-only-privacy-key")
@@ -63,7 +64,7 @@ def alert_admins_of(instance: dg.DagsterInstance, result: dg.ExecuteInProcessRes
     ctx = dg.build_run_status_sensor_context(
         sensor_name="email_admins_on_failure",
         dagster_instance=instance,
-        dagster_run=result.dagster_run,
+        dagster_run=instance.get_run_by_id(result.run_id),  # with tags added while it ran
         dagster_event=failure.dagster_event,
         resources={"email": defs.resources["email"], "recipients": defs.resources["recipients"]},
     ).for_run_failure()

@@ -87,6 +87,7 @@ def test_full_run_reports_exactly_the_planted_active_mismatches(defs, instance, 
     audit = warehouse.query("select tagging_id, action from {dataset}.ab_tagging_deletions order by 1")
     assert audit["tagging_id"].tolist() == planned
     assert set(audit["action"]) == {"dry_run"}
+    assert instance.get_run_by_id(result.run_id).tags["membership/dry_run"] == "true"
 
     # History landed in the warehouse.
     mismatches = warehouse.query("select count(*) as n from {dataset}.ab_mismatches")["n"][0]
@@ -104,6 +105,7 @@ def test_live_cleanup_deletes_exactly_the_outdated_taggings_and_a_rerun_deletes_
 
     first = run_job(defs, instance, dry_run=False)
     assert first.success
+    assert "membership/dry_run" not in instance.get_run_by_id(first.run_id).tags
     assert before - set(ab_sim.data.taggings) == planned  # exactly those, nothing else
     outcomes = first.output_for_node("outdated_tagging_deletions")
     assert set(outcomes["action"]) == {"deleted"} and len(outcomes) == len(planned)
@@ -232,10 +234,12 @@ def test_schedules_request_the_right_mode_and_stay_dry_unless_opted_in(defs, mon
     daily = action_builder_daily_incremental(ctx)
     assert daily.run_config["ops"]["action_builder_campaign"]["config"]["mode"] == "incremental"
     assert daily.run_config["ops"]["outdated_tagging_deletions"]["config"]["dry_run"] is True
+    assert daily.tags["membership/dry_run"] == "true"  # the runs list tells a dry cleanup apart
     monkeypatch.setenv("ACTION_BUILDER_APPLY_DELETIONS", "true")
     monthly = action_builder_monthly_full(ctx)
     assert monthly.run_config["ops"]["action_builder_campaign"]["config"]["mode"] == "full"
     assert monthly.run_config["ops"]["outdated_tagging_deletions"]["config"]["dry_run"] is False
+    assert "membership/dry_run" not in monthly.tags
     assert action_builder_monthly_full.cron_schedule == "0 3 1 * *"
     # The run config the schedules produce is valid for the job.
     job = defs.resolve_job_def(JOB)

@@ -85,6 +85,7 @@ def test_a_manual_launch_can_skip_the_email(defs, instance, ab_sim, outbox):
         if e.asset_key == dg.AssetKey("mismatch_report_email")
     ]
     assert mat.materialization.metadata["sent"].value is False
+    assert instance.get_run_by_id(result.run_id).tags["membership/dry_run"] == "true"  # runs list
 
 
 def test_a_manual_launch_can_send_the_report_to_someone_else(defs, instance, ab_sim, outbox):

@@ -67,6 +67,7 @@ def test_the_location_has_every_job_schedule_and_sensor():
     assert {s.name for s in defs.sensors} == {
         "django_members_changed",
         "registry_change_events",
+        "webhook_refusals",
         "email_admins_on_failure",
     }
 

@@ -1,9 +1,30 @@
-"""The deployment directory: instance config, Helm values and image agree with Dagster and each other."""
+"""The deployment directory: instance config, Helm values and image agree with Dagster and each other.
+
+What is checked here, and where each fact comes from:
+- deploy/dagster.yaml and the instance config the chart would write (the blocks rendered below
+  and additionalInstanceConfig) are validated by Dagster 1.13.27 itself (the installed package).
+- Every key path and JSON type of deploy/helm/values.yaml against CHART_KEYS, recorded by hand from
+  dagster-io/dagster: helm/dagster/values.schema.json at bdb8547fab49, the schema sources
+  schema/charts/dagster/subschema/compute_log_manager.py (007010702fbd), concurrency.py and
+  migrate.py (0f2d9d8ee175), and templates/configmap-instance.yaml at 835892b45aaa for the
+  untyped runMonitoring/runRetries; the user deployment's initContainers from
+  charts/dagster-user-deployments/templates/deployment-user.yaml (042cec960565).
+- How the chart turns our run-coordinator and concurrency values into instance config, re-done in
+  Python after templates/helpers/instance/_run-coordinator.tpl (091d841894c2) and
+  _concurrency.tpl (99dc34fc9b04), with Helm's rule that values merge over the chart's defaults
+  and null deletes a default key.
+Those commits are the chart sources we could read; which of them the released chart 1.13.27 was
+built from is not verified here. Not checked at all: that the chart renders (no helm binary), that
+Kubernetes accepts the objects (no cluster), the chart's own default values, the image build (no
+Docker daemon). docs/production.md says the same to the operator.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
-# Facts from Dagster's official chart (dagster-io/dagster, helm/dagster/values.schema.json at
-# bdb8547fab49, and templates/configmap-instance.yaml for the untyped runMonitoring/runRetries
-# objects): the JSON types of every key path our values use. `[]` is a list item, `*` any key of a
-# string map; "k8s" is a Kubernetes object the chart passes through (not looked into).
+# The JSON types of every key path our values use. `[]` is a list item, `*` any key of a string
+# map; "k8s" is a Kubernetes object the chart passes through (not looked into).
 CHART_KEYS: dict[str, set[str]] = {
     "global": {"object"},
     "global.postgresqlSecretName": {"string"},
@@ -55,6 +74,23 @@ CHART_KEYS: dict[str, set[str]] = {
     "dagster-user-deployments.deployments[].volumeMounts": {"array"},
     "dagster-user-deployments.deployments[].volumeMounts[]": {"k8s"},
     "dagster-user-deployments.deployments[].podSecurityContext": {"k8s"},
+    "dagster-user-deployments.deployments[].initContainers": {"array"},
+    "dagster-user-deployments.deployments[].initContainers[]": {"k8s"},
+    "computeLogManager": {"object"},
+    "computeLogManager.type": {
+        "NoOpComputeLogManager",
+        "AzureBlobComputeLogManager",
+        "GCSComputeLogManager",
+        "S3ComputeLogManager",
+        "CustomComputeLogManager",
+    },
+    "computeLogManager.config": {"object"},
+    "computeLogManager.config.gcsComputeLogManager": {"object", "null"},
+    "computeLogManager.config.gcsComputeLogManager.bucket": {"string", "object"},
+    "computeLogManager.config.gcsComputeLogManager.prefix": {"string", "object", "null"},
+    "computeLogManager.config.gcsComputeLogManager.localDir": {"string", "object", "null"},
+    "computeLogManager.config.gcsComputeLogManager.jsonCredentialsEnvvar": {"string", "object", "null"},
+    "computeLogManager.config.gcsComputeLogManager.uploadInterval": {"integer", "null"},
     "runLauncher": {"object"},
     "runLauncher.type": {"CeleryK8sRunLauncher", "K8sRunLauncher", "CustomRunLauncher"},
     "runLauncher.config": {"object"},
@@ -136,6 +172,8 @@ CHART_REQUIRED = {
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[]": {"key", "limit"},
     "concurrency.runs.tagConcurrencyLimits[]": {"key", "limit"},
     "retention.sensor.purgeAfterDays": {"skipped", "success", "failure", "started"},
+    "computeLogManager": {"type", "config"},
+    "computeLogManager.config.gcsComputeLogManager": {"bucket"},
 }
 
 
@@ -207,7 +245,8 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
     """The chart writes its own dagster.yaml: the same limits, retries, monitoring and retention."""
     values, instance = helm_values(), instance_yaml()
     # Limits in one place only: the chart and Dagster refuse them in the run coordinator as well.
-    assert not values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert set(queued.values()) == {None}  # null: deletes any chart default (see the rendering test)
     concurrency, runs, pools = (
         values["concurrency"],
         instance["concurrency"]["runs"],
@@ -222,6 +261,8 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
     assert not values["dagsterDaemon"]["runRetries"]["enabled"]  # else the chart writes a 2nd block
     monitoring = values["dagsterDaemon"]["runMonitoring"]
     for key, value in instance["run_monitoring"].items():
+        if key == "max_runtime_seconds":  # configmap-instance.yaml (835892b45aaa) does not write it
+            continue
         camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
         assert monitoring[camel] == value, key
     assert (
@@ -239,12 +280,12 @@ def test_helm_values_carry_the_instance_settings_of_dagster_yaml():
 
 
 def test_production_instance_keeps_the_local_instance_settings():
-    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres, queue and monitoring."""
+    """deploy/dagster.yaml is the project's dagster.yaml plus Postgres and the queue."""
     local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     production = instance_yaml()
     for key, value in local.items():
         assert production[key] == value, key
-    assert set(production) - set(local) == {"storage", "run_coordinator", "run_monitoring"}
+    assert set(production) - set(local) == {"storage", "compute_logs", "run_coordinator"}
 
 
 @pytest.mark.parametrize("name", ["deploy", "helm"])
@@ -256,20 +297,196 @@ def test_instance_config_is_valid_for_dagster(name, tmp_path):
     dagster_instance_config(str(tmp_path))  # raises on any unknown key or wrong type
 
 
-def test_image_runs_the_code_server_as_non_root_after_the_ci_install():
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
-    user = lines.index("USER dagster")
-    assert any(
-        "-o dagster" in line and "/opt/membership_assets" in line for line in lines[:user]
-    )  # .venv goes here
-    assert lines.index("RUN bash scripts/bootstrap.sh") > user  # installed as, and run as, non-root
-    assert not any(line.startswith("USER") for line in lines[user + 1 :])
+def dockerfile_lines() -> list[str]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")  # join continued lines
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_image_installs_the_locked_versions_without_dev_extras_and_runs_as_non_root():
+    lines = dockerfile_lines()
+    [install] = [line for line in lines if "pip install" in line]
+    assert "pip install -c constraints.txt ." in install  # the project, not editable, no extras
+    assert "-e " not in install and "[dev]" not in install and "|| true" not in install
+    assert not any("|| true" in line or "bootstrap.sh" in line for line in lines)
+    copies = [line for line in lines if line.startswith("COPY ") and "--from=" not in line]
+    assert any("constraints.txt" in line for line in copies)
+    assert not any("membership_assets_tests" in line or "scripts" in line for line in copies)
+    # The run stage: only the built venv, then a non-root user to the end.
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert len(stages) == 2
+    final = lines[stages[-1] :]
+    assert [line for line in final if line.startswith("COPY ")] == ["COPY --from=build /opt/venv /opt/venv"]
+    users = [line for line in final if line.startswith("USER ")]
+    assert users == ["USER dagster"] and final.index("USER dagster") < len(final) - 1
     [cmd] = [json.loads(line[4:]) for line in lines if line.startswith("CMD ")]
     assert cmd[:3] == ["dagster", "code-server", "start"]
     deployment = helm_values()["dagster-user-deployments"]["deployments"][0]
     assert cmd[cmd.index("-p") + 1] == str(deployment["port"]) and "EXPOSE 4000" in lines
     assert all(arg in cmd for arg in deployment["codeServerArgs"])  # the chart starts the same server
+
+
+def locked_versions() -> dict[str, str]:
+    pins = [line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line]
+    return {_canonical(name): version.strip() for name, version in pins}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_ci_runs_exactly_the_locked_versions():
+    """CI installs with -c constraints.txt (bootstrap.sh), so the image gets what CI tested. A
+    dependency added to pyproject.toml without `bash scripts/lock.sh` fails here."""
+    locked = locked_versions()
+    installed = {
+        _canonical(d.metadata["Name"]): d.version
+        for d in metadata.distributions()
+        if _canonical(d.metadata["Name"]) not in {"membership-assets", "pip", "setuptools", "wheel"}
+    }
+    assert {n: v for n, v in installed.items() if locked.get(n) != v} == {}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    direct = {_canonical(re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0]) for req in wanted}
+    assert direct - set(locked) == set()
+    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    assert "-c constraints.txt -e '.[dev]'" in bootstrap and "constraints.txt -nt" in bootstrap
+
+
+def test_image_tags_are_immutable_and_the_migration_runs_the_same_image():
+    values = helm_values()
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    image = deployment["image"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert image["tag"] == version and image["pullPolicy"] == "IfNotPresent"
+    assert values["runLauncher"]["config"]["k8sRunLauncher"]["imagePullPolicy"] == "IfNotPresent"
+    [migrate] = deployment["initContainers"]
+    assert migrate["image"] == f"{image['repository']}:{image['tag']}"
+    assert migrate["command"] == ["python", "-m", "membership_assets", "migrate"]
+    assert {"secretRef": {"name": "membership-assets-secrets"}} in migrate["envFrom"]
+    assert {"name": "MEMBERSHIP_ENV", "value": "production"} in migrate["env"]
+    assert not [v for v in _strings(values) if v == "latest" or v.endswith(":latest")]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_runs_share_scratch_in_object_storage_and_state_on_a_declared_volume():
+    values = helm_values()
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["env"]["MEMBERSHIP_SCRATCH_URL"].startswith("gs://")
+    pvc = yaml.safe_load((DEPLOY / "k8s" / "membership-state-pvc.yaml").read_text())
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for where in (deployment, launcher):  # the code server and every run pod
+        [volume] = where["volumes"]
+        assert volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+        [mount] = where["volumeMounts"]
+        assert mount == {"name": volume["name"], "mountPath": deployment["env"]["MEMBERSHIP_STATE_DIR"]}
+
+
+def test_compute_logs_go_to_cloud_storage_in_both_instance_configs():
+    instance = instance_yaml()["compute_logs"]
+    assert (instance["module"], instance["class"]) == (
+        "dagster_gcp.gcs.compute_log_manager",
+        "GCSComputeLogManager",
+    )
+    chart = helm_values()["computeLogManager"]
+    assert chart["type"] == "GCSComputeLogManager"
+    gcs = chart["config"]["gcsComputeLogManager"]
+    assert gcs["prefix"] == instance["config"]["prefix"]
+    assert gcs["uploadInterval"] == instance["config"]["upload_interval"]
+    bucket = helm_values()["dagster-user-deployments"]["deployments"][0]["env"]["MEMBERSHIP_SCRATCH_URL"]
+    assert bucket.removeprefix("gs://").split("/")[0] == gcs["bucket"]  # one bucket, two prefixes
+
+
+# -- the instance config the chart writes from our run-coordinator and concurrency values ---------
+
+
+def helm_merge(defaults: Any, values: Any) -> Any:
+    """Helm's coalescing of user values over chart defaults: maps merge, null deletes a key."""
+    if not (isinstance(defaults, dict) and isinstance(values, dict)):
+        return values
+    merged = dict(defaults)
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = helm_merge(defaults.get(key), value)
+    return merged
+
+
+def rendered_limits(values: dict, chart_defaults: dict) -> dict:
+    """The run_coordinator and concurrency blocks of the chart's dagster.yaml, as its templates
+    (_run-coordinator.tpl, _concurrency.tpl) write them; raises where _concurrency.tpl `fail`s."""
+    merged = helm_merge(chart_defaults, values)
+    queued = merged["dagsterDaemon"]["runCoordinator"]["config"].get("queuedRunCoordinator") or {}
+    coordinator: dict[str, Any] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
+    config = {}
+    if queued.get("maxConcurrentRuns"):  # Go templates: -1 is true, 0 and missing are not
+        config["max_concurrent_runs"] = queued["maxConcurrentRuns"]
+    if queued.get("tagConcurrencyLimits"):
+        config["tag_concurrency_limits"] = queued["tagConcurrencyLimits"]
+    if config:
+        coordinator["config"] = config
+    concurrency = merged.get("concurrency", {})
+    runs, pools = concurrency.get("runs", {}), concurrency.get("pools", {})
+    if runs.get("maxConcurrentRuns") is not None and queued.get("maxConcurrentRuns") is not None:
+        raise ValueError(
+            "chart: Cannot set both concurrency.runs.maxConcurrentRuns and queuedRunCoordinator's"
+        )
+    block: dict[str, Any] = {}
+    rendered_pools = {"default_limit": pools.get("defaultLimit"), "granularity": pools.get("granularity")}
+    if any(v is not None for v in rendered_pools.values()):
+        block["pools"] = {k: v for k, v in rendered_pools.items() if v is not None}
+    rendered_runs = {
+        "max_concurrent_runs": runs.get("maxConcurrentRuns"),
+        "tag_concurrency_limits": runs.get("tagConcurrencyLimits") or None,
+    }
+    if any(v is not None for v in rendered_runs.values()):
+        block["runs"] = {k: v for k, v in rendered_runs.items() if v is not None}
+    return {"run_coordinator": coordinator, **({"concurrency": block} if concurrency.get("enabled") else {})}
+
+
+def _dagster_accepts(config: dict, tmp_path: Path) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    dagster_instance_config(str(tmp_path))  # raises on any unknown key, wrong type or conflict
+
+
+# Chart defaults the values must survive: none, and the pattern that broke an earlier chart (a
+# run-coordinator max_concurrent_runs of -1 next to the pools).
+CHART_DEFAULTS = [
+    {},
+    {"dagsterDaemon": {"runCoordinator": {"config": {"queuedRunCoordinator": {"maxConcurrentRuns": -1}}}}},
+    {"dagsterDaemon": {"runCoordinator": {"config": {"queuedRunCoordinator": {"tagConcurrencyLimits": []}}}}},
+]
+
+
+@pytest.mark.parametrize("defaults", CHART_DEFAULTS, ids=["no-default", "default-minus-one", "default-empty"])
+def test_the_charts_limits_blocks_are_accepted_by_dagster_whatever_the_charts_defaults(defaults, tmp_path):
+    rendered = rendered_limits(helm_values(), defaults)
+    assert "config" not in rendered["run_coordinator"]
+    assert rendered["concurrency"]["pools"] == instance_yaml()["concurrency"]["pools"]
+    assert rendered["concurrency"]["runs"] == instance_yaml()["concurrency"]["runs"]
+    _dagster_accepts({**rendered, **helm_values()["additionalInstanceConfig"]}, tmp_path)
+
+
+def test_without_the_nulls_a_chart_default_of_minus_one_is_what_dagster_refuses(tmp_path):
+    from dagster._core.errors import DagsterInvalidConfigError
+
+    values = helm_values()
+    values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] = {}
+    values["concurrency"]["runs"].pop("maxConcurrentRuns")  # else the chart itself fails
+    rendered = rendered_limits(values, CHART_DEFAULTS[1])
+    assert rendered["run_coordinator"]["config"] == {"max_concurrent_runs": -1}
+    with pytest.raises(DagsterInvalidConfigError, match="incompatible with the `concurrency > runs`"):
+        _dagster_accepts(rendered, tmp_path)
 
 
 def test_secrets_come_from_a_kubernetes_secret_as_password_variables():
@@ -300,14 +517,18 @@ def test_dev_starts_the_stand_ins_and_dagster_dev_with_the_projects_instance(tmp
             seen["sims"] = "down"
 
     class DagsterDev:
-        def __init__(self, command, env):
+        pid = 2**22 + 7  # no such process: nothing of it is left to stop
+
+        def __init__(self, command, env, **popen_options):
             home = Path(env["DAGSTER_HOME"])
             seen.update(
                 command=command, config=(home / "dagster.yaml").read_text(), sims_meanwhile=seen["sims"]
             )
 
-        def wait(self):
+        def wait(self, timeout=None):
             return 0
+
+        poll = wait
 
     monkeypatch.setattr("membership_assets.simulators.local.LocalSimulators", Simulators)
     monkeypatch.setattr(subprocess, "Popen", DagsterDev)

@@ -12,9 +12,11 @@ from membership_assets.registry.store import MembersStore
 SYNC = "registry_sync"
 
 
-def run_sync(defs, instance, *, tags=None, **sync_config):
-    run_config = {"ops": {"membership_sync": {"config": sync_config}}} if sync_config else {}
-    return defs.resolve_job_def(SYNC).execute_in_process(
+def run_sync(defs, instance, *, tags=None, dry_run=False, **sync_config):
+    """registry_sync, or with ``dry_run`` the registry_preview job (the real sync has no switch)."""
+    job, step = ("registry_preview", "preview_registry_sync") if dry_run else (SYNC, "membership_sync")
+    run_config = {"ops": {step: {"config": sync_config}}} if sync_config else {}
+    return defs.resolve_job_def(job).execute_in_process(
         run_config=run_config, instance=instance, tags=tags or {}, raise_on_error=False
     )
 
@@ -46,7 +48,8 @@ def expected_eligibility(sim) -> dict[str, bool]:
 
 def dry_run_report(result) -> dict:
     """What a dry run reported: the observation of membership_sync (it materializes nothing)."""
-    [obs] = result.asset_observations_for_node("membership_sync")
+    [obs] = result.asset_observations_for_node("preview_registry_sync")
+    assert obs.asset_key == dg.AssetKey("membership_sync")
     return {k: v.value for k, v in obs.metadata.items()}
 
 
@@ -174,7 +177,7 @@ def test_dry_run_reports_the_exact_delta_and_writes_nothing(
     assert dry.success
     report = dry_run_report(dry)
     assert report["dry_run"] and (report["removed"], report["changed"]) == (1, 1)
-    planned = dry.output_for_node("membership_delta").delta
+    planned = dry.output_for_node("preview_registry_sync")["delta"]
     assert len(planned) == 2
     pd.testing.assert_frame_equal(members_table(members_db_url), before)
     store = store_for(members_db_url)
@@ -200,16 +203,18 @@ def test_rollback_restores_the_membership_before_a_sync(registry_defs, instance,
     assert bad.success
     job = registry_defs.resolve_job_def("registry_rollback")
     preview = job.execute_in_process(
-        run_config={
-            "ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id, "dry_run": True}}}
-        },
+        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id}}}},
         instance=instance,
     )
     shown = preview.output_for_node("rollback_membership_sync")
     assert (shown["sync_id"], shown["would_change"]) == (None, 2)
     assert shown["counts"] == {"added": 0, "reinstated": 1, "changed": 1, "removed": 0}
     undo = job.execute_in_process(
-        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": bad.run_id}}}},
+        run_config={
+            "ops": {
+                "rollback_membership_sync": {"config": {"sync_id": bad.run_id, "confirm_sync_id": bad.run_id}}
+            }
+        },
         instance=instance,
     )
     assert undo.success
@@ -223,7 +228,13 @@ def test_rolling_back_an_older_sync_is_refused(registry_defs, instance, django_s
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     assert run_sync(registry_defs, instance).success
     undo = registry_defs.resolve_job_def("registry_rollback").execute_in_process(
-        run_config={"ops": {"rollback_membership_sync": {"config": {"sync_id": first.run_id}}}},
+        run_config={
+            "ops": {
+                "rollback_membership_sync": {
+                    "config": {"sync_id": first.run_id, "confirm_sync_id": first.run_id}
+                }
+            }
+        },
         instance=instance,
         raise_on_error=False,
     )

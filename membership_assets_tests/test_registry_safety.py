@@ -428,23 +428,44 @@ def test_allow_empty_upstream_alone_lets_an_empty_registry_through(
 # -- 7. dry runs -------------------------------------------------------------------------------
 
 
-def test_a_dry_run_materializes_nothing_downstream(registry_defs, instance, django_sim, members_db_url):
+def test_a_dry_run_materializes_nothing_and_is_tagged(
+    registry_defs, instance, django_sim, members_db_url, warehouse
+):
     assert run_sync(registry_defs, instance).success
+    graph_before = {
+        k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()
+    }
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert dry.success
-    for node in (
-        "membership_sync",
-        "member_eligibility",
-        "audit__membership_sync_log",
-        "audit__membership_deltas",
-    ):
-        assert dry.asset_materializations_for_node(node) == [], node
+    assert dry.get_asset_materialization_events() == []
+    assert planned_assets(instance, dry.run_id) == set()
     assert dry_run_report(dry)["removed"] == 1
     assert store_for(members_db_url).log_entry(dry.run_id) is None
+    for table in ("registry_members_raw", "registry_rejects", "membership_deltas", "membership_sync_log"):
+        ids = warehouse.query(f"SELECT DISTINCT sync_id FROM {{dataset}}.{table}")["sync_id"]
+        assert dry.run_id not in set(ids), table  # no audit history from a dry run
+    assert instance.get_run_by_id(dry.run_id).tags["membership/dry_run"] == "true"
+    # The asset graph is as it was: same latest materialization of every asset.
+    graph_after = {
+        k: instance.get_latest_materialization_event(k) for k in registry_defs.resolve_all_asset_keys()
+    }
+    assert graph_after == graph_before
 
 
-def test_a_failing_dry_run_leaves_no_failed_real_sync(registry_defs, instance, members_db_url, monkeypatch):
+def test_the_real_sync_has_no_dry_run_switch(registry_defs, instance, members_db_url):
+    """A launchpad that kept a dry-run config cannot make the next real sync a preview."""
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        registry_defs.resolve_job_def("registry_sync").execute_in_process(
+            run_config={"ops": {"membership_sync": {"config": {"dry_run": True}}}}, instance=instance
+        )
+
+
+def test_a_failing_dry_run_writes_nothing_and_alerts_nobody(
+    registry_defs, instance, members_db_url, monkeypatch, outbox
+):
+    from .conftest import alert_admins_of
+
     assert run_sync(registry_defs, instance).success
     applied = store_for(members_db_url).last_applied_sync()["id"]
 
@@ -455,9 +476,16 @@ def test_a_failing_dry_run_leaves_no_failed_real_sync(registry_defs, instance, m
     dry = run_sync(registry_defs, instance, dry_run=True)
     assert not dry.success
     store = store_for(members_db_url)
-    entry = store.log_entry(dry.run_id)
-    assert entry is None or entry["dry_run"]  # never a failed real sync
+    assert store.log_entry(dry.run_id) is None  # a preview writes no sync log, failed or not
     assert store.last_applied_sync()["id"] == applied
+    assert planned_assets(instance, dry.run_id) == set()
+    alert_admins_of(instance, dry, registry_defs)
+    assert not list(outbox.glob("*.eml")), "a dry run's failure emailed the admins"
+    asked = registry_defs.resolve_job_def("registry_preview").execute_in_process(
+        instance=instance, raise_on_error=False, tags={"membership/alert_admins": "true"}
+    )
+    alert_admins_of(instance, asked, registry_defs)
+    assert len(list(outbox.glob("*.eml"))) == 1
 
 
 def planned_assets(instance, run_id: str) -> set[str]:
@@ -467,48 +495,24 @@ def planned_assets(instance, run_id: str) -> set[str]:
     return {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
 
 
-def test_a_preview_run_never_plans_the_sync_even_when_it_fails(
-    registry_defs, instance, members_db_url, monkeypatch
-):
-    assert run_sync(registry_defs, instance).success
-    job = registry_defs.resolve_job_def("registry_preview")
-    preview = job.execute_in_process(instance=instance, raise_on_error=False)
-    assert preview.success
-    assert planned_assets(instance, preview.run_id) == {
-        "django_members",
-        "valid_members",
-        "member_rejects",
-        "membership_delta",
-    }
-    [delta] = preview.asset_materializations_for_node("membership_delta")
-    assert delta.metadata["would_block"].value == "nothing"
-
-    def down(*args, **kwargs):
-        raise BadResponseError("registry answered with an HTML error page")
-
-    monkeypatch.setattr(JsonApiClient, "request_json", down)
-    failed = job.execute_in_process(instance=instance, raise_on_error=False)
-    assert not failed.success
-    assert "membership_sync" not in planned_assets(instance, failed.run_id)
-    assert store_for(members_db_url).log_entry(failed.run_id)["dry_run"]
-
-
 # -- 8. rollback preview and record ------------------------------------------------------------
 
 
-def rollback(defs, instance, sync_id: str, dry_run: bool = False):
+def rollback(defs, instance, sync_id: str, dry_run: bool = False, **overrides):
+    """registry_rollback as launched from the UI: confirmed (sync_id repeated) unless a dry run."""
+    config = {"sync_id": sync_id, **({} if dry_run else {"confirm_sync_id": sync_id}), **overrides}
     return defs.resolve_job_def("registry_rollback").execute_in_process(
-        run_config={
-            "ops": {"rollback_membership_sync": {"config": {"sync_id": sync_id, "dry_run": dry_run}}}
-        },
+        run_config={"ops": {"rollback_membership_sync": {"config": config}}},
         instance=instance,
         raise_on_error=False,
     )
 
 
 def test_a_rollback_preview_makes_the_real_checks_and_shows_the_changes(
-    registry_defs, instance, django_sim, members_db_url
+    registry_defs, instance, django_sim, members_db_url, outbox
 ):
+    from .conftest import alert_admins_of
+
     first = run_sync(registry_defs, instance)
     django_sim.remove(django_sim.data.truth.valid_kennitalas[0])
     django_sim.update(django_sim.data.truth.valid_kennitalas[1], email="x@example.is")
@@ -518,6 +522,8 @@ def test_a_rollback_preview_makes_the_real_checks_and_shows_the_changes(
     assert not missing.success and "never applied" in failure_message(missing)
     older = rollback(registry_defs, instance, first.run_id, dry_run=True)
     assert not older.success and "not the latest" in failure_message(older)
+    alert_admins_of(instance, older, registry_defs)  # a dry run's refusal alerts nobody
+    assert not list(outbox.glob("*.eml"))
     preview = rollback(registry_defs, instance, second.run_id, dry_run=True)
     shown = preview.output_for_node("rollback_membership_sync")
     assert shown["counts"] == {"added": 0, "reinstated": 1, "changed": 1, "removed": 0}

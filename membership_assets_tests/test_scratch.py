@@ -1,6 +1,7 @@
 """Intermediates are the run's own: concurrent runs don't interfere, re-execution reads its parent's
 outputs, nothing readable is left on disk, and a run chain that succeeded leaves nothing at all."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -130,3 +131,105 @@ def test_production_intermediates_go_where_every_run_worker_sees_them(monkeypatc
 
     monkeypatch.setenv("MEMBERSHIP_SCRATCH_URL", "gs://membership-scratch/runs")
     assert resources_for("local")["io_manager"].base_path == "gs://membership-scratch/runs"
+
+
+# -- production scratch in object storage (gcp-storage-emulator) ---------------------------------
+
+ISOLATING_LAUNCHER = {"module": "membership_assets_tests.isolated_launcher", "class": "IsolatedRunLauncher"}
+
+
+def gcs_scratch_job():
+    """scratch_job with its intermediates in the emulated bucket (module level: reconstructable)."""
+    return dg.Definitions(
+        assets=[source, sink],
+        jobs=[dg.define_asset_job("scratch_job")],
+        resources={"io_manager": RunScratchIOManager(base_path="gs://membership-scratch/runs")},
+        executor=dg.in_process_executor,
+    ).resolve_job_def("scratch_job")
+
+
+def _gcs_readable(emulator, text: str) -> list[str]:
+    needles = [text.encode(), b"1201743399"]
+    bucket = emulator.client().bucket(emulator.bucket)
+    return [n for n in emulator.names() if any(x in bucket.blob(n).download_as_bytes() for x in needles)]
+
+
+def test_gcs_scratch_outlives_the_run_worker_and_is_deleted_after_success(gcs_env, tmp_path):
+    """Write, re-execute from failure in another process's view of the bucket, delete on success."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        with dg.execute_job(
+            dg.reconstructable(gcs_scratch_job), instance=instance, run_config=_config("a", fail=True)
+        ) as failed:
+            assert not failed.success
+        names = gcs_env.names("runs/")
+        assert names == [f"runs/{failed.run_id}/source/result"]
+        assert not _gcs_readable(gcs_env, MARKER)  # encrypted at rest in the bucket too
+        assert not (tmp_path / "storage" / "scratch").exists()  # nothing on the worker's disk
+        with dg.execute_job(
+            dg.reconstructable(gcs_scratch_job),
+            instance=instance,
+            run_config=_config("a"),
+            reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+        ) as again:
+            assert again.success
+            assert _seen(instance, again.run_id) == "a"  # read the failed run's output from the bucket
+        assert gcs_env.names("runs/") == []  # the chain succeeded: nothing left
+
+
+def test_gcs_purge_removes_only_outputs_older_than_keep_days(gcs_env):
+    io = RunScratchIOManager(base_path="gs://membership-scratch/purge")
+    key = dg.AssetKey("django_members")
+    for run_id in ("old-run", "new-run"):
+        ctx = dg.build_output_context(run_id=run_id, step_key="django_members", name="result", asset_key=key)
+        io.handle_output(ctx, f"{MARKER} {run_id}")
+    store = io._store(None)
+    store.purge_older_than(86400)  # a day: both are younger
+    assert len(gcs_env.names("purge/")) == 2
+    time.sleep(1.1)  # object timestamps have one-second resolution
+    store.purge_older_than(0.5)
+    assert gcs_env.names("purge/") == []
+    with pytest.raises(ValueError, match="gs://bucket/prefix"):
+        RunScratchIOManager(base_path="gs://membership-scratch")._store(None)  # never a whole bucket
+
+
+def test_isolated_runs_refuse_pod_local_scratch_before_any_step(tmp_path):
+    overrides = {"run_launcher": ISOLATING_LAUNCHER}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as instance:
+        # Not entered as a context: that would initialize the refused resource once more.
+        result = dg.execute_job(
+            dg.reconstructable(scratch_job), instance=instance, run_config=_config("a"), raise_on_error=False
+        )
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        [refusal] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE)
+        message = refusal.dagster_event.event_specific_data.error.message
+        assert "IsolatedRunLauncher" in message and "MEMBERSHIP_SCRATCH_URL=gs://" in message
+        assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        assert not (tmp_path / "storage" / "scratch").exists()
+
+
+def test_production_scratch_and_state_rules(tmp_path):
+    from membership_assets.scratch import scratch_refusal, state_dir_refusal
+
+    k8s, default = "K8sRunLauncher", "DefaultRunLauncher"
+    assert scratch_refusal("gs://b/p", k8s, production=True) is None
+    assert "its own pod" in scratch_refusal("", k8s, production=False)
+    assert "its own pod" in scratch_refusal("/var/lib/scratch", k8s, production=True)
+    assert "MEMBERSHIP_SCRATCH_URL" in scratch_refusal("", default, production=True)
+    assert scratch_refusal("/srv/shared/scratch", default, production=True) is None  # one VM
+    assert scratch_refusal("", default, production=False) is None  # the local default
+    assert "not a mounted volume" in state_dir_refusal(str(tmp_path), k8s)  # the pod's own disk
+    assert state_dir_refusal("/", k8s) is None  # a mount point
+    assert state_dir_refusal(str(tmp_path), default) is None
+
+
+def test_production_scratch_uses_the_bigquery_service_account(monkeypatch):
+    from membership_assets.environment import resources_for
+
+    monkeypatch.setenv("MEMBERSHIP_SCRATCH_URL", "gs://membership-scratch/runs")
+    monkeypatch.setenv("BIGQUERY_CREDENTIALS_PASSWORD", '{"type": "service_account"}')
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", "/var/lib/membership_assets")
+    io = resources_for("production")["io_manager"]
+    assert io.production and io.state_dir == "/var/lib/membership_assets"
+    assert io.credentials_json == dg.EnvVar("BIGQUERY_CREDENTIALS_PASSWORD")  # never the value itself

@@ -13,6 +13,7 @@ from pydantic import Field
 from .. import pools
 from ..metadata import md_preview
 from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
+from ..run_tags import mark_dry_run
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
@@ -155,6 +156,7 @@ def action_builder_campaign(
         "resumed_items": snap.resumed_items,
         "campaign_id": client.campaign_id,
         "notes": "; ".join(snap.notes) or None,
+        "names_confirmed_by": "; ".join(snap.name_evidence) or None,  # evidence for each name
         SCAN_STARTED_AT: datetime.fromtimestamp(snap.first_started_at or snap.started_at, tz=UTC).isoformat(),
     }
     context.log.info(
@@ -431,6 +433,7 @@ def mismatch_report_email(
     content = Path(mismatch_report).read_bytes()
     rows = max(content.count(b"\n") - 1, 0)
     if not config.send:
+        mark_dry_run(context)  # the runs list tells a report that went nowhere from a sent one
         context.log.info("report not emailed: the run config says send: false")
         return dg.MaterializeResult(metadata={"sent": False, "rows": rows, "reason": "send: false"})
     if not to:
@@ -515,6 +518,8 @@ def outdated_tagging_deletions(
         record(warehouse, "ab_tagging_deletions", frame, run)
         return frame
 
+    if config.dry_run:
+        mark_dry_run(context)  # the runs list tells a cleanup that deleted nothing from a live one
     client = None if config.dry_run or not plan else action_builder.open_client(log=context.log)
     try:
         # Live: every DELETE's intent is in the warehouse before it is sent (see execute_deletions).

@@ -221,15 +221,32 @@ class ActionBuilderClient:
 
     # -- paging -------------------------------------------------------------------------------
 
-    def fetch_page(self, path: str, key: str, page: int, params: dict[str, Any] | None, kind: str) -> Page:
+    def fetch_page(
+        self,
+        path: str,
+        key: str,
+        page: int,
+        params: dict[str, Any] | None,
+        kind: str,
+        *,
+        retry_bad_shape: bool = True,
+    ) -> Page:
+        """One validated page. A page in the wrong shape is retried like a truncated one, unless
+        ``retry_bad_shape`` is off (a verification-only read: it raises BadResponseError at once)."""
         query = {**(params or {}), "page": page, "per_page": PER_PAGE_MAX}
         holder: dict[str, Page] = {}
 
         def validate(body: Any) -> None:
             holder["page"] = parse_page(body, key, page, PER_PAGE_MAX)
 
-        self.api.request_json("GET", path, params=query, kind=kind, validate=validate)
-        return holder["page"]
+        if retry_bad_shape:
+            self.api.request_json("GET", path, params=query, kind=kind, validate=validate)
+            return holder["page"]
+        body = self.api.request_json("GET", path, params=query, kind=kind)
+        try:
+            return parse_page(body, key, page, PER_PAGE_MAX)
+        except BadResponseError as exc:
+            raise type(exc)(exc.detail, api=self.api.name, url=path) from None
 
     def fetch_all(
         self,
@@ -354,12 +371,29 @@ class ActionBuilderClient:
         )
 
     def list_connection_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
-        return self.fetch_all(
-            self._c("/connection_types"), KEY_CONNECTION_TYPES, kind="connection_types", cache=cache
+        return self._read_catalog(
+            self._c("/connection_types"), KEY_CONNECTION_TYPES, "connection_types", cache
         )
 
     def list_entity_types(self, *, cache: PageCache | None = None) -> list[dict[str, Any]]:
-        return self.fetch_all(self._c("/entity_types"), KEY_ENTITY_TYPES, kind="entity_types", cache=cache)
+        return self._read_catalog(self._c("/entity_types"), KEY_ENTITY_TYPES, "entity_types", cache)
+
+    def _read_catalog(self, path: str, key: str, kind: str, cache: PageCache | None) -> list[dict[str, Any]]:
+        """A verification-only catalog: a page in an unexpected shape is no evidence either way,
+        so it raises BadResponseError at once instead of being retried like a truncated page."""
+        items: list[dict[str, Any]] = []
+        n = 1
+        while True:
+            page = cache.get(n) if cache is not None else None
+            if page is None:
+                page = self.fetch_page(path, key, n, None, kind, retry_bad_shape=False)
+                if cache is not None:
+                    cache.put(page)
+            items.extend(page.items)
+            more = page.total_pages is not None and n < page.total_pages
+            if not more and not (page.total_pages is None and page.items and page.next_href):
+                return _dedupe(items)
+            n += 1
 
     def get_entity(self, entity_id: str) -> dict[str, Any]:
         body = self.api.request_json("GET", self._c(f"/people/{entity_id}"), kind="entity")

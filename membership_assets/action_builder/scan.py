@@ -33,9 +33,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..connectors.errors import ApiError, AuthError, NotFoundError
+from ..connectors.errors import ApiError, AuthError, NotFoundError, RateLimitedError
 from .checkpoint import MemoryPageCache, ScanCheckpoint
 from .client import ActionBuilderClient, Page, PageCache, native_id
+from .evidence import (
+    CatalogNames,
+    NameCheck,
+    connection_type_names,
+    entity_type_names,
+    missing_catalog,
+    read_catalog,
+)
 from .records import (
     Connection,
     Person,
@@ -85,6 +93,7 @@ class CampaignSnapshot:
     connections_strategy: str = "per_person"
     notes: list[str] = field(default_factory=list)
     cross_checked: list[str] = field(default_factory=list)  # people read one by one as a check
+    name_evidence: list[str] = field(default_factory=list)  # which reads confirmed which name
     first_started_at: float | None = None  # the first attempt's start, for a resumed scan
     attempt_requests: dict[str, Any] = field(default_factory=dict)  # this attempt's alone
 
@@ -156,6 +165,13 @@ class CampaignScanner:
         self.sample_expectation: tuple[float, int] | None = None
         self._own_connections: dict[str, list[Connection]] = {}
         self.cross_checked: list[str] = []
+        self.connection_check = NameCheck(
+            "connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE", catalog_decisive=False
+        )
+        # Entity types are compared case-insensitively ("Person" is sent, "person" answered).
+        self.unit_type_check = NameCheck(
+            "unit entity type", names.unit_entity_type, "ACTION_BUILDER_UNIT_ENTITY_TYPE", casefold=True
+        )
         self._lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------------
@@ -252,7 +268,9 @@ class CampaignScanner:
             catalog = self._read_and_verify_catalog(map_fn)
             entities, units = self._read_entities(map_fn, since)
             persons = [e for e in entities if e.is_person]
+            self._confirm_unit_type(entities, full=since is None)
             by_person, conn_mode = self._unit_connections(pool, map_fn, persons, entities, since, connections)
+            self._confirm_connection_type(len(persons))
             source = _source_connections(by_person)
             self._check_quarantine(len(persons))
             self._read_missing_units(pool, source, units)
@@ -262,6 +280,7 @@ class CampaignScanner:
 
         judged = [pid for pid in judged if pid not in self.quarantined]
         self._check_judged(len(persons), judged, conn_mode)
+        name_evidence = self._name_evidence(full=since is None)
         return CampaignSnapshot(
             since=since,
             strategy=chosen,
@@ -282,13 +301,15 @@ class CampaignScanner:
             connections_strategy=conn_mode,
             notes=list(self.notes),
             cross_checked=list(self.cross_checked),
+            name_evidence=name_evidence,
             first_started_at=first_started,
         )
 
     # -- step 1: the campaign's catalog must know the names the rules rely on ----------------------
 
     def _read_and_verify_catalog(self, map_fn) -> list[dict[str, Any]]:
-        """Tag catalog, connection types and entity types; fail naming what exists on a mismatch.
+        """Tag catalog (required: tag ids come from it), then the connection and entity type
+        catalogs, which only verify; fail naming what exists when evidence contradicts a name.
 
         A misspelt connection type ("people + units") or unit entity type would otherwise make
         the scan find no unit connections and "succeed" judging nobody.
@@ -300,28 +321,61 @@ class CampaignScanner:
         for configured in self.names.tag_fields:
             if configured and configured not in fields:
                 problems.append(_missing("tag field", configured, fields))
-        connection_types = {
-            n
-            for raw in self.client.list_connection_types(cache=self._page_cache("connection_types"))
-            for n in _type_names(raw)
-        }
-        if self.names.connection_type not in connection_types:
-            problems.append(_missing("connection type", self.names.connection_type, connection_types))
-        entity_types = {
-            n
-            for raw in self.client.list_entity_types(cache=self._page_cache("entity_types"))
-            for n in _entity_type_names(raw)
-        }
-        if self.names.unit_entity_type.lower() not in {n.lower() for n in entity_types}:
-            problems.append(_missing("unit entity type", self.names.unit_entity_type, entity_types))
+        for check, read, namer, endpoint in (
+            (
+                self.connection_check,
+                self.client.list_connection_types,
+                connection_type_names,
+                "connection_types",
+            ),
+            (self.unit_type_check, self.client.list_entity_types, entity_type_names, "entity_types"),
+        ):
+            problem = check.against_catalog(self._catalog_names(read, namer, endpoint), endpoint)
+            if problem:
+                problems.append(problem)
         if problems:
-            raise CatalogMismatch(
-                "the campaign does not match the configured names, so nobody could be judged: "
-                + "; ".join(problems)
-                + ". Set ACTION_BUILDER_UNIT_FIELD / _TYPE_FIELD / _STATUS_FIELD / _CONNECTION_TYPE / "
-                "_UNIT_ENTITY_TYPE to the campaign's names."
-            )
+            raise _mismatch(problems)
         return catalog
+
+    def _catalog_names(self, read, namer, endpoint: str) -> CatalogNames:
+        """A catalog that 404s or reads in an unknown shape is evidence missing, not against."""
+        try:
+            entries = read(cache=self._page_cache(endpoint))
+        except (AuthError, RateLimitedError):
+            raise
+        except ApiError as exc:
+            why = f"HTTP {exc.status}" if exc.status and exc.status >= 400 else exc.detail
+            self.log.info(f"{endpoint} catalog unusable ({why}); confirming names from the scan's reads")
+            return missing_catalog(why)
+        return read_catalog(entries, namer)
+
+    def _confirm_unit_type(self, entities: list[Person], *, full: bool) -> None:
+        """A full listing holds every entity: its types confirm or contradict the unit type."""
+        if not full:
+            return  # only full scans read per unit; an incremental listing proves nothing here
+        self.unit_type_check.observe(
+            "the people listing", (e.entity_type for e in entities if not e.is_person)
+        )
+        problem = self.unit_type_check.against_reads(conclusive=True)
+        if problem:
+            raise _mismatch([problem])
+
+    def _confirm_connection_type(self, persons: int) -> None:
+        """The labels on the connections read confirm the connection type, or (when enough
+        people were read and none shows it) contradict it, naming the labels seen."""
+        problem = self.connection_check.against_reads(conclusive=persons >= SAMPLE_SIZE)
+        if problem:
+            raise _mismatch([problem])
+
+    def _name_evidence(self, *, full: bool) -> list[str]:
+        """Which evidence confirmed each name; a note whenever a catalog gave none."""
+        checks = [self.connection_check, *([self.unit_type_check] if full else [])]
+        for check in checks:
+            if check.catalog_missing:
+                self._note(f"{check.catalog_missing}: {check.evidence()}")
+            else:
+                self.log.info(check.evidence())
+        return [c.evidence() for c in (self.connection_check, self.unit_type_check)]
 
     # -- step 2: people and units (one listing holds every entity type) -------------------------
 
@@ -454,7 +508,7 @@ class CampaignScanner:
         self.cross_checked = sample
         if not sample:
             return None
-        own = self._connections_per_person(pool, sample)
+        own = self._connections_per_person(pool, sample, "the sample's own connections")
         with_unit = sum(1 for pid in sample if own.get(pid))
         self.sample_expectation = (with_unit / len(sample), len(sample))
         differing = [
@@ -467,7 +521,9 @@ class CampaignScanner:
             return f"{len(differing)} of {len(sample)} sampled people"
         return None
 
-    def _connections_per_person(self, pool, person_ids: list[str]) -> dict[str, list[Connection]]:
+    def _connections_per_person(
+        self, pool, person_ids: list[str], source: str = "people's own connections"
+    ) -> dict[str, list[Connection]]:
         todo = [pid for pid in person_ids if pid not in self._own_connections]
         raw = self._fetch_each(pool, "connections", todo, self.client.list_connections, lambda pid: [pid])
         for pid in todo:
@@ -478,6 +534,7 @@ class CampaignScanner:
             except RecordError as exc:
                 self._quarantine(pid, f"unreadable connection: {exc}")
                 continue
+            self.connection_check.observe(source, (c.connection_type for c in conns))
             self._own_connections[pid] = [c for c in conns if c.connection_type == self.names.connection_type]
         return {
             pid: self._own_connections[pid]
@@ -500,6 +557,10 @@ class CampaignScanner:
         listed = self.client.fetch_listings(listings, map_fn=map_fn, progress=progress)
         found: dict[str, list[Connection]] = defaultdict(list)
         for uid, raws in zip(units, listed, strict=True):
+            labels = (raw.get("connection_type") for raw in raws)
+            self.connection_check.observe(
+                "the unit connection listings", (x for x in labels if isinstance(x, str))
+            )
             for raw in raws:
                 if raw.get("connection_type") != self.names.connection_type:
                     continue
@@ -638,23 +699,18 @@ def sample_order(person_id: str) -> str:
     return hashlib.sha256(person_id.encode()).hexdigest()
 
 
+def _mismatch(problems: list[str]) -> CatalogMismatch:
+    return CatalogMismatch(
+        "the campaign does not match the configured names, so nobody could be judged: "
+        + "; ".join(problems)
+        + ". Set ACTION_BUILDER_UNIT_FIELD / _TYPE_FIELD / _STATUS_FIELD / _CONNECTION_TYPE / "
+        "_UNIT_ENTITY_TYPE to the campaign's names."
+    )
+
+
 def _missing(what: str, configured: str, existing: set[str]) -> str:
     shown = ", ".join(repr(x) for x in sorted(existing)[:20]) or "none"
     return f"{what} {configured!r} not found (the campaign has: {shown})"
-
-
-def _type_names(raw: dict[str, Any]) -> set[str]:
-    """A connection type's names: its own name and "<A> + <B>" from its two entity types."""
-    names = {v for k in ("name", "action_builder:name", "title") if isinstance(v := raw.get(k), str)}
-    parts = [c.get("types") for c in raw.get("connection") or [] if isinstance(c, dict) and c.get("types")]
-    if len(parts) == 2 and all(isinstance(p, str) for p in parts):
-        names |= {f"{parts[0]} + {parts[1]}", f"{parts[1]} + {parts[0]}"}
-    return names
-
-
-def _entity_type_names(raw: dict[str, Any]) -> set[str]:
-    keys = ("name", "action_builder:name", "singular_name", "singular_nane", "plural_name")
-    return {v for k in keys if isinstance(v := raw.get(k), str)}
 
 
 def _membership_taggings(

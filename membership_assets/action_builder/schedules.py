@@ -5,23 +5,31 @@ import os
 import dagster as dg
 
 from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
+from ..run_tags import DRY_RUN_TAG
 from .assets import GROUP
 
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
     description="Scan Action Builder, report membership-tag mismatches, repair and clean outdated tags, archive.",
-    tags={"membership/pipeline": "action_builder"},
+    tags={"membership/pipeline": "action_builder", **max_runtime_tags("action_builder_tag_sync")},
 )
 
 
 def _opted_in(variable: str) -> bool:
+    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
     return os.getenv(variable, "").strip().lower() in ("1", "true", "yes")
 
 
+def _tags(mode: str) -> dict[str, str]:
+    """The side effects' dry run shows in the runs list (the scan and report are real either way)."""
+    live = _opted_in("ACTION_BUILDER_APPLY_DELETIONS") or _opted_in("ACTION_BUILDER_APPLY_REPAIRS")
+    return {"membership/mode": mode, **({} if live else {DRY_RUN_TAG: "true"})}
+
+
 def _run_config(mode: str) -> dict:
-    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
     return {
         "ops": {
             "action_builder_campaign": {"config": {"mode": mode}},
@@ -42,7 +50,7 @@ def _run_config(mode: str) -> dict:
 )
 def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
     """People modified since the last successful run."""
-    return dg.RunRequest(run_config=_run_config("incremental"), tags={"membership/mode": "incremental"})
+    return dg.RunRequest(run_config=_run_config("incremental"), tags=_tags("incremental"))
 
 
 @dg.schedule(
@@ -54,4 +62,4 @@ def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
 )
 def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):
     """Everyone in the campaign, as the reference script did on the 1st of the month."""
-    return dg.RunRequest(run_config=_run_config("full"), tags={"membership/mode": "full"})
+    return dg.RunRequest(run_config=_run_config("full"), tags=_tags("full"))

@@ -9,18 +9,23 @@ excess request). So every thread of a scan draws from one limiter that
 * slows down on a 429 (multiplicative decrease) and remembers the rate that drew it, then
   recovers gradually to just below that rate, and probes higher again only after a long calm
   (additive increase): a limiter that is never hit stays at the nominal rate;
+* reads the budget another client leaves from the 429 itself: the refused request's send time
+  says how many of our requests the server's second held, and fewer than the per-second limit
+  means the rest is spent by someone else, so the pace settles under that count at once;
 * on Retry-After holds every request not yet sent, including those already given a slot: the
   slots handed out before the pause are void and are handed out again after it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 DECREASE = 0.8  # rate kept after a 429
+RESUME_SHARE = 0.9  # share of an inferred budget to resume at after the pause
 MARGIN = 0.95  # share of the rate that drew a 429 to recover to
 # A 429 whose Retry-After is long (a limiter that blocks everything, say for 10 s) costs far more
 # than running a little slower: after one, probe higher only in small steps.
@@ -30,6 +35,10 @@ RECOVER_PER_SECOND = 0.02  # share of the nominal rate regained per calm second
 PROBE_AFTER_SECONDS = 120.0  # calm time after which the remembered ceiling is raised a step
 COOLDOWN_SECONDS = 1.0  # 429s this soon after a slowdown answer requests sent before it
 MIN_SHARE = 0.1  # never slower than this share of the nominal rate
+# How far back a 429 looks at our own sends: the documented limit is per second; half a send
+# interval more, so arrival jitter never makes our own full second look like someone else's.
+WINDOW_SECONDS = 1.0
+WINDOW_SLACK_INTERVALS = 0.5
 
 
 class RateLimiter:
@@ -63,9 +72,15 @@ class RateLimiter:
         self._expensive = False  # a 429 came with a long pause
         self._last_adjust = self._last_429 = self._last_probe = clock()
         self._paused_until = 0.0
-        # The last sends, one "second" worth of them at the nominal rate.
-        self._window = max(1, int(self.rate))
+        # The last sends, one "second" worth of them at the nominal rate (3.988/s: 4, so that no
+        # five sends fall within one second, which a strict window of 4 per second refuses).
+        self._window = max(1, math.ceil(self.rate - 1e-9))
         self._sends: deque[float] = deque(maxlen=self._window)
+        # Our sends of the last two seconds or so, and each thread's last send: a 429 is
+        # answered to the thread that sent the request, which tells when that request left.
+        self._history: deque[float] = deque(maxlen=3 * self._window + 4)
+        self._local = threading.local()
+        self.inferred_budget: int | None = None  # requests/second left to us by others, if seen
         self._epoch = 0  # bumped by every pause: slots granted before it are void
         self.total_wait = 0.0
         self.slowdowns = 0
@@ -101,7 +116,7 @@ class RateLimiter:
             return waited
 
     def _space_from_last_send(self, epoch: int) -> float | None:
-        """Keep any ``window`` consecutive actual sends at least ``window`` intervals apart
+        """Keep each actual send at least ``window`` intervals after the ``window``-th before it
         (burst 1): a thread that woke late must not let the ones behind it through in a bunch,
         or a strict sliding-window limiter sees one request too many in its second. Returns the
         extra seconds waited, None if a pause voided the slot."""
@@ -116,6 +131,8 @@ class RateLimiter:
                     earliest = self._sends[0] + self._window * self.interval
                 if now >= earliest:
                     self._sends.append(now)
+                    self._history.append(now)
+                    self._local.sent_at = now
                     return extra_total
                 extra = earliest - now
             self._sleep(extra)
@@ -131,19 +148,51 @@ class RateLimiter:
                 self._epoch += 1
 
     def rate_limited(self, retry_after: float | None = None) -> None:
-        """The server refused a request (429): slow down, and pause if it said how long."""
+        """The server refused a request (429): slow down, and pause if it said how long.
+
+        The refused request's own send time tells how many of our requests the server's second
+        held before it: fewer than the documented per-second limit means another client of the
+        same key spends the rest, so the budget left to us is at most that many per second and
+        the pace settles just under it at once, instead of probing down one 429 at a time.
+        """
+        sent_at = getattr(self._local, "sent_at", None)
         with self._lock:
             now = self._clock()
-            # Requests already in flight at the old rate report the same excess: count it once.
-            if self.slowdowns == 0 or now - self._last_429 > COOLDOWN_SECONDS:
+            if self._is_new_excess(now, sent_at):
                 self._expensive |= (retry_after or 0.0) > EXPENSIVE_PAUSE_SECONDS
-                self._ceiling = min(self._ceiling or self.rate, self._current)
-                self._current = max(self.rate * MIN_SHARE, self._current * DECREASE)
+                budget = self._budget_seen(sent_at)
+                ceiling = min(self._ceiling or self.rate, self._current)
+                if budget is not None and budget < ceiling:
+                    self.inferred_budget = budget
+                    self._ceiling = float(budget)
+                    self._current = max(self.rate * MIN_SHARE, budget * RESUME_SHARE)
+                else:
+                    self._ceiling = ceiling
+                    self._current = max(self.rate * MIN_SHARE, self._current * DECREASE)
                 self.slowdowns += 1
                 self._last_429 = self._last_probe = now
             self._last_adjust = now
         if retry_after is not None:
             self.pause_for(retry_after)
+
+    def _is_new_excess(self, now: float, sent_at: float | None) -> bool:
+        """Requests already in flight at the old rate report the same excess: count it once.
+        A request sent before the last slowdown is such an echo; without a send time (another
+        thread's request), anything within ``COOLDOWN_SECONDS`` of the last 429 is."""
+        if self.slowdowns == 0:
+            return True
+        if sent_at is not None:
+            return sent_at > self._last_429
+        return now - self._last_429 > COOLDOWN_SECONDS
+
+    def _budget_seen(self, sent_at: float | None) -> int | None:
+        """Our sends in the second before ``sent_at``, when fewer than the per-second limit."""
+        if sent_at is None:
+            return None
+        window = WINDOW_SECONDS + WINDOW_SLACK_INTERVALS / self.rate
+        ours = sum(1 for t in self._history if sent_at - window <= t < sent_at)
+        limit = round(self.rate * WINDOW_SECONDS)
+        return ours if 0 < ours < limit else None
 
     def _recover(self, now: float) -> None:
         if self._ceiling is not None and now - self._last_probe > PROBE_AFTER_SECONDS:
@@ -154,6 +203,8 @@ class RateLimiter:
         target = self.rate if self._ceiling is None else min(self.rate, self._ceiling * MARGIN)
         if self._current < target:
             slope = RECOVER_PER_SECOND if self.slowdowns else min(RECOVER_PER_SECOND, self._start_ramp)
-            gained = (now - self._last_adjust) * slope * self.rate
+            # Nothing is learnt about the rate while paused: recover only for time spent sending.
+            calm = now - max(self._last_adjust, self._paused_until)
+            gained = max(0.0, calm) * slope * self.rate
             self._current = min(target, self._current + gained)
         self._last_adjust = now

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..limits import max_runtime_tags
 
 # Two missed hourly syncs in a row.
 MEMBER_ELIGIBILITY_MAX_AGE = timedelta(hours=2)
@@ -100,6 +101,7 @@ freshness_checks = dg.define_asset_job(
     FRESHNESS_JOB,
     selection=FRESHNESS_CHECKS,
     description="Fails (and so emails the admins) when a sync has silently stopped running.",
+    tags=max_runtime_tags(FRESHNESS_JOB),
 )
 
 freshness_every_30_minutes = dg.ScheduleDefinition(

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ..privacy import scrub
+from ..run_tags import alerts_admins
 from .resources import EmailSender, Recipients
 
 
@@ -31,13 +32,16 @@ def failed_check_problems(instance: dg.DagsterInstance, run_id: str) -> list[str
     name="email_admins_on_failure",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Emails the admins (ADMIN_EMAILS) when any job in this code location fails.",
+    description="Emails the admins (ADMIN_EMAILS) when any job in this code location fails; a "
+    "dry run's failure only if it was launched with the tag membership/alert_admins=true.",
 )
 def email_admins_on_failure(context: dg.RunFailureSensorContext, email: EmailSender, recipients: Recipients):
     to = recipients.admin_list
     if not to:
         return dg.SkipReason("no admin recipients configured (ADMIN_EMAILS)")
     run = context.dagster_run
+    if not alerts_admins(run):  # a dry run, unless launched with membership/alert_admins=true
+        return dg.SkipReason(f"run {run.run_id} is a dry run; no alert asked for")
     details = [context.failure_event.message] if context.failure_event else []
     for record in context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = record.dagster_event

@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from .automation import ACTIVE_RUN_STATUSES, registry_sync
-from .events import SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
+from .automation import ACTIVE_RUN_STATUSES, registry_preview, registry_sync
+from .events import SOURCE_API, SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
+from .history import ADMIN_SOURCE_PREFIX
 from .resources import MembersDatabase
 
 SENSOR_NAME = "registry_change_events"
@@ -17,15 +18,25 @@ REPAIR_WINDOW = timedelta(hours=1)
 KEEP_CONSUMED = timedelta(days=30)
 
 
-def _request(run_key: str, *, requested: bool, dry_run: bool, events: int) -> dg.RunRequest:
-    config = {"ops": {"membership_sync": {"config": {"dry_run": True}}}} if dry_run else None
+def started_by(events: ChangeEventStore, run_key: str, requested: bool) -> str:
+    """membership_sync_log.source of a batch's sync: ``admin:<name>`` when admins asked on the
+    admin page, ``api`` for the sync API, else ``webhook`` (Django's saves)."""
+    if not requested:
+        return SOURCE_WEBHOOK
+    admins, _ = events.requesters(run_key)
+    if admins:
+        return (ADMIN_SOURCE_PREFIX + ",".join(admins))[:50]  # the log's column holds 50
+    return SOURCE_API
+
+
+def _request(run_key: str, *, source: str, dry_run: bool, events: int) -> dg.RunRequest:
+    # A request for a dry run only is a preview: its own job, tagged, never a sync.
     return dg.RunRequest(
         run_key=run_key,
-        run_config=config or {},
+        job_name=(registry_preview if dry_run else registry_sync).name,
         tags={
-            # An admin's request counts as manual; Django's saves as webhook (membership_sync_log.source).
-            SOURCE_TAG: "manual" if requested else SOURCE_WEBHOOK,
-            "membership/trigger": "api" if requested else "webhook",
+            SOURCE_TAG: source,  # recorded as membership_sync_log.source
+            "membership/trigger": source.split(":")[0],
             "membership/events": str(events),
         },
     )
@@ -44,17 +55,25 @@ def _unlaunched(context: dg.SensorEvaluationContext, events: ChangeEventStore, n
         )
     }
     return [
-        _request(c["run_key"], requested=c["requested"], dry_run=c["dry_run"], events=c["events"])
+        _request(
+            c["run_key"],
+            source=started_by(events, c["run_key"], c["requested"]),
+            dry_run=c["dry_run"],
+            events=c["events"],
+        )
         for c in claims
         if c["run_key"] not in launched
     ]
 
 
 @dg.sensor(
-    job=registry_sync,
+    jobs=[registry_sync, registry_preview],
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     name=SENSOR_NAME,
+    description="Starts registry_sync for Django's change webhooks and admins' sync requests "
+    "(debounced: a burst of saves is one sync); a request for a dry run starts registry_preview. "
+    "Events wait in the members database while Dagster is down.",
 )
 def registry_change_events(context: dg.SensorEvaluationContext, members_db: MembersDatabase):
     """Start a registry sync for Django's webhooks and admins' requests (debounced: a burst of
@@ -79,5 +98,12 @@ def registry_change_events(context: dg.SensorEvaluationContext, members_db: Memb
         events.prune(KEEP_CONSUMED, now)
     context.log.info(f"{claimed} registry events -> registry_sync ({run_key})")
     return dg.SensorResult(
-        run_requests=[_request(run_key, requested=pending.requested, dry_run=pending.dry_run, events=claimed)]
+        run_requests=[
+            _request(
+                run_key,
+                source=started_by(events, run_key, pending.requested),
+                dry_run=pending.dry_run,
+                events=claimed,
+            )
+        ]
     )

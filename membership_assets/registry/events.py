@@ -23,9 +23,11 @@ MEMBER_SAVED = "member.saved"
 MEMBER_DELETED = "member.deleted"
 SYNC_REQUESTED = "sync.requested"  # POST /api/sync/trigger
 WEBHOOK_EVENTS = (MEMBER_SAVED, MEMBER_DELETED)
+PING = "ping"  # a signed webhook that only proves the path works: acknowledged, never stored
 
 SOURCE_WEBHOOK = "webhook"
 SOURCE_API = "api"  # an admin's manual trigger through the sync API
+SOURCE_ADMIN = "admin"  # an admin's "sync now" on the admin page (requested_by: the admin's name)
 
 change_events = sa.Table(
     "registry_change_events",
@@ -40,9 +42,33 @@ change_events = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("consumed_at", TS),
     sa.Column("run_key", sa.String(64)),
+    sa.Column("requested_by", sa.String(32)),  # the admin page's signed-in admin (revision 0006)
     sa.Index("idx_change_events_pending", "consumed_at", "id"),
     sa.Index("idx_change_events_run_key", "run_key"),
 )
+
+# Request ids of signed sync-API calls: the unique key makes each signature single-use within the
+# timestamp window (kept two windows, then forgotten: an older signature is stale anyway).
+api_request_ids = sa.Table(
+    "sync_api_request_ids",
+    metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("received_at", TS, nullable=False),
+    sa.Index("idx_sync_api_request_ids_received", "received_at"),
+)
+
+# What the receiver refused (and accepted), by reason code, counted in memory and written every
+# few seconds: the webhook_refusals sensor alerts admins from it. Counts only, no request bytes.
+receiver_counts = sa.Table(
+    "sync_api_counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("recorded_at", TS, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("idx_sync_api_counts_recorded", "recorded_at"),
+)
+KEEP_COUNTS = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -124,6 +150,7 @@ class ChangeEventStore:
         member_id: int | None = None,
         occurred_at: datetime | None = None,
         dry_run: bool = False,
+        requested_by: str | None = None,
         now: datetime | None = None,
     ) -> bool:
         """Store one event; False when its event_id was already recorded (a replay or a retry)."""
@@ -135,6 +162,7 @@ class ChangeEventStore:
             "occurred_at": occurred_at,
             "received_at": now or datetime.now(timezone.utc),
             "dry_run": dry_run,
+            "requested_by": requested_by,
         }
         try:
             with self.engine.begin() as conn:
@@ -203,6 +231,20 @@ class ChangeEventStore:
             for r in rows
         ]
 
+    def requesters(self, run_key: str) -> tuple[list[str], bool]:
+        """Who asked for the sync of one claimed batch: (admins' names, whether the sync API did)."""
+        c = change_events.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.source, c.requested_by)
+                .where(c.run_key == run_key, c.event == SYNC_REQUESTED)
+                .distinct()
+                .order_by(c.requested_by)
+            ).all()
+        return sorted({r.requested_by for r in rows if r.requested_by}), any(
+            r.source == SOURCE_API for r in rows
+        )
+
     def stats(self) -> dict[str, Any]:
         """Pending count and the latest arrival, for GET /api/sync/status."""
         c = change_events.c
@@ -219,3 +261,60 @@ class ChangeEventStore:
             return conn.execute(
                 change_events.delete().where(c.consumed_at.is_not(None), c.received_at < cutoff)
             ).rowcount
+
+
+class ReceiverStore:
+    """The receiver's own bookkeeping on the members database: single-use request ids and the
+    refusal counts the alert sensor reads."""
+
+    def __init__(self, store: MembersStore):
+        self.engine = store.engine
+
+    def claim_request_id(self, request_id: str, now: datetime | None = None) -> bool:
+        """False when this request id was used before (a replayed signed call)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    api_request_ids.insert().values(
+                        request_id=request_id, received_at=now or datetime.now(timezone.utc)
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def add_counts(self, counts: dict[str, int], window_seconds: int, now: datetime | None = None) -> None:
+        """Write one round of counts; forget request ids past two windows and old counts."""
+        now = now or datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            if counts:
+                conn.execute(
+                    receiver_counts.insert(),
+                    [{"recorded_at": now, "reason": r[:32], "count": n} for r, n in sorted(counts.items())],
+                )
+            conn.execute(
+                api_request_ids.delete().where(
+                    api_request_ids.c.received_at < now - timedelta(seconds=2 * window_seconds)
+                )
+            )
+            conn.execute(receiver_counts.delete().where(receiver_counts.c.recorded_at < now - KEEP_COUNTS))
+
+    def counts_since(self, since: datetime) -> dict[str, int]:
+        c = receiver_counts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.reason, sa.func.sum(c.count)).where(c.recorded_at >= since).group_by(c.reason)
+            ).all()
+        return {reason: int(n) for reason, n in rows}
+
+    def last_webhook_received(self) -> datetime | None:
+        c = change_events.c
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(c.received_at)).where(c.source == SOURCE_WEBHOOK)
+            ).scalar()
+        return _aware(last)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))

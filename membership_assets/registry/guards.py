@@ -40,6 +40,7 @@ class Violation:
 
 
 def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> list[Violation]:
+    """The guards of a sync from the registry: the listing's and the removals' guards."""
     found: list[Violation] = []
     if fig.fetched == 0 and fig.active_before > 0:
         found.append(
@@ -50,6 +51,31 @@ def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> li
                 "allow_empty_upstream",
             )
         )
+    found += removal_guards(fig, policy)
+    if fig.last_fetched and fig.fetched < (1 - policy.max_shrink_fraction) * fig.last_fetched:
+        found.append(
+            Violation(
+                "upstream_shrank",
+                f"the registry listed {fig.fetched} rows, down from {fig.last_fetched} at the last "
+                f"successful sync (more than {policy.max_shrink_fraction:.0%} fewer)",
+                "allow_mass_removal",
+            )
+        )
+    if fig.fetched and fig.rejected / fig.fetched > policy.max_reject_fraction:
+        found.append(
+            Violation(
+                "reject_rate",
+                f"{fig.rejected} of {fig.fetched} rows failed validation (limit "
+                f"{policy.max_reject_fraction:.0%}); the registry's output looks broken",
+                "allow_mass_removal",
+            )
+        )
+    return found
+
+
+def removal_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> list[Violation]:
+    """Removals and eligibility losses, in number and share: the same for a sync and a rollback."""
+    found: list[Violation] = []
     if fig.removals > policy.max_removals:
         found.append(
             Violation(
@@ -88,21 +114,41 @@ def evaluate_guards(fig: SyncFigures, policy: GuardPolicy = GuardPolicy()) -> li
                     "allow_mass_removal",
                 )
             )
-    if fig.last_fetched and fig.fetched < (1 - policy.max_shrink_fraction) * fig.last_fetched:
+    return found
+
+
+@dataclass(frozen=True)
+class RollbackFigures:
+    active_before: int  # members active or suspended now
+    active_after: int  # ... after the rollback
+    eligible_before: int  # members active (eligible) now
+    removals: int  # members the rollback soft-deletes
+    eligibility_losses: int  # eligible now, not after the rollback
+
+
+def evaluate_rollback_guards(fig: RollbackFigures, policy: GuardPolicy = GuardPolicy()) -> list[Violation]:
+    """A rollback is a sync of its own: the same removal, eligibility-loss and shrink guards, on
+    the inverse delta. It reads no registry, so the listing's guards (empty, rejects) do not apply;
+    the shrink guard compares the roll after the rollback with the roll now."""
+    found = removal_guards(
+        SyncFigures(
+            fetched=fig.active_after,
+            valid=fig.active_after,
+            rejected=0,
+            active_before=fig.active_before,
+            removals=fig.removals,
+            last_fetched=fig.active_before,
+            eligible_before=fig.eligible_before,
+            eligibility_losses=fig.eligibility_losses,
+        ),
+        policy,
+    )
+    if fig.active_before and fig.active_after < (1 - policy.max_shrink_fraction) * fig.active_before:
         found.append(
             Violation(
-                "upstream_shrank",
-                f"the registry listed {fig.fetched} rows, down from {fig.last_fetched} at the last "
-                f"successful sync (more than {policy.max_shrink_fraction:.0%} fewer)",
-                "allow_mass_removal",
-            )
-        )
-    if fig.fetched and fig.rejected / fig.fetched > policy.max_reject_fraction:
-        found.append(
-            Violation(
-                "reject_rate",
-                f"{fig.rejected} of {fig.fetched} rows failed validation (limit "
-                f"{policy.max_reject_fraction:.0%}); the registry's output looks broken",
+                "membership_shrank",
+                f"the rollback would leave {fig.active_after} members, down from {fig.active_before} "
+                f"now (more than {policy.max_shrink_fraction:.0%} fewer)",
                 "allow_mass_removal",
             )
         )

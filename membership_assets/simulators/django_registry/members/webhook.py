@@ -4,7 +4,7 @@ After a transaction commits, every saved or deleted member is announced to ``web
 ``{event_id, event, member_id, occurred_at}`` (no personal data), signed with
 ``X-Membership-Signature: sha256=HMAC(secret, "{timestamp}." + body)``. Deliveries run on a
 small thread pool and are retried on connection errors, 5xx and 429 (0.5, 1, 2, 4 s, or the
-receiver's Retry-After when longer; 5 attempts), so
+Retry-After of a 429 or 503 when longer; 5 attempts), so
 a save is never blocked or failed by the receiver.
 """
 
@@ -100,8 +100,9 @@ class WebhookSender:
                 except requests.RequestException as exc:
                     status = type(exc).__name__
                 delivery.statuses.append(status)
-                if status == 429 and wait is not None:
-                    wait = max(wait, _seconds(retry_after))  # the receiver's flood limit: wait as told
+                if status in (429, 503) and wait is not None:
+                    # The receiver's flood limit or its busy database: wait as long as it asks.
+                    wait = max(wait, _seconds(retry_after))
                 elif isinstance(status, int) and status < 500:
                     delivery.delivered = 200 <= status < 300
                     if not delivery.delivered:  # 4xx: the receiver refuses it; retrying won't help
