@@ -126,6 +126,8 @@ def demo(args: argparse.Namespace) -> int:
             "ops": {
                 "action_builder_campaign": {"config": {"mode": args.mode}},
                 "outdated_tagging_deletions": {"config": {"dry_run": not args.apply_deletions}},
+                # The demo campaign plants 591 repairs, over the default per-run cap of 500.
+                "planned_tag_repairs": {"config": {"dry_run": not args.apply_repairs, "max_repairs": 1000}},
             },
         }
         tags = defs.resolve_job_def("action_builder_tag_sync").execute_in_process(
@@ -198,6 +200,10 @@ def _ab_summary(result) -> str:
         deletions = result.output_for_node("outdated_tagging_deletions")
         counts = deletions["action"].value_counts().to_dict() if len(deletions) else {}
         lines.append(f"tag cleanup:     {counts or 'nothing to delete'}")
+        from .action_builder.repair import repair_counts
+
+        repairs = repair_counts(result.output_for_node("tag_repairs").to_dict("records"))
+        lines.append(f"tag repair:      {repairs or 'nothing to repair'} (people)")
     except Exception as exc:  # a failed step leaves some outputs missing; say so, don't crash
         lines.append(f"(incomplete: {exc})")
     return "\n".join(lines)
@@ -389,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["full", "incremental"], default="full")
     p.add_argument(
         "--apply-deletions", action="store_true", help="really delete outdated taggings in the simulator"
+    )
+    p.add_argument(
+        "--apply-repairs", action="store_true", help="really repair membership tags in the simulator"
     )
     p.set_defaults(func=demo)
     p = sub.add_parser("dev", help="open the Dagster UI on the embedded default (simulators + dagster dev)")

@@ -17,6 +17,8 @@ MAX_RUNTIME_SECONDS = {
     "registry_preview": 30 * 60,
     "registry_rollback": 15 * 60,
     "freshness_checks": 10 * 60,
+    # Read-only checks of every service: a minute at most, unless a service hangs.
+    "preflight": 10 * 60,
 }
 
 

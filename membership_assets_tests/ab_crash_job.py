@@ -17,12 +17,13 @@ CONFIG_ENV = "AB_CRASH_TEST_CONFIG"
 
 
 def run_config() -> dict:
-    return {
-        "ops": {
-            "action_builder_campaign": {"config": {"mode": "full"}},
-            "outdated_tagging_deletions": {"config": {"dry_run": False}},
-        },
+    ops = {
+        "action_builder_campaign": {"config": {"mode": "full"}},
+        "outdated_tagging_deletions": {"config": {"dry_run": False}},
     }
+    if json.loads(os.environ.get(CONFIG_ENV, "{}")).get("repairs"):  # live tag repairs too
+        ops["planned_tag_repairs"] = {"config": {"dry_run": False, "max_repairs": 10_000}}
+    return {"ops": ops}
 
 
 def define_job() -> dg.JobDefinition:

@@ -18,6 +18,7 @@ SIDE_EFFECT_STEPS = {
     "action_builder_campaign": pools.ACTION_BUILDER,  # the scan: one rate-limit budget
     "mismatch_report_email": pools.ACTION_BUILDER,
     "outdated_tagging_deletions": pools.ACTION_BUILDER,
+    "tag_repairs": pools.ACTION_BUILDER,
     "membership_sync": pools.MEMBERS_DB,
     "rollback_membership_sync": pools.MEMBERS_DB,
 }

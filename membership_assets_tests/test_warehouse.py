@@ -131,6 +131,7 @@ def analyst_answers(warehouse) -> dict[str, pd.DataFrame]:
         "mismatches_by_unit": run_analyst_query(warehouse, "mismatches_by_unit"),
         "sync_history": run_analyst_query(warehouse, "sync_history", **window()),
         "tag_deletions": run_analyst_query(warehouse, "tag_deletions"),
+        "tag_repairs": run_analyst_query(warehouse, "tag_repairs"),
     }
 
 
@@ -144,7 +145,8 @@ def check_expected_answers(world, runs, answers) -> None:
 
     # Mismatch count by unit, for each of the two full scans: the planted truth, twice.
     truth = world.ab.data.truth
-    per_unit = pd.Series([t["unit_name"] for t in truth.values() if not t["inactive"]]).value_counts()
+    per_unit_people = [t["unit_name"] for t in truth.values() if not t["inactive"]]
+    per_unit = pd.Series(per_unit_people).value_counts()
     by_unit = answers["mismatches_by_unit"]
     assert by_unit["run_started_at"].nunique() == 2
     for _, scan in by_unit.groupby("run_started_at"):
@@ -166,6 +168,11 @@ def check_expected_answers(world, runs, answers) -> None:
     planned = sum(len(t["outdated_tagging_ids"]) for t in truth.values())
     by_run = answers["tag_deletions"].groupby(["run_id", "action"])["taggings"].sum().astype(int).to_dict()
     assert by_run == {(runs.tag_runs[0], "dry_run"): planned, (runs.tag_runs[1], "deleted"): planned}
+
+    # Tag repair (a dry run in both): every active mismatch would be repaired, each run.
+    repairs = answers["tag_repairs"]
+    would = repairs[repairs["outcome"] == "would repair (dry run)"].set_index("run_id")["people"].astype(int)
+    assert would.to_dict() == {run: len(per_unit_people) for run in runs.tag_runs}
 
 
 def test_after_two_demo_runs_duckdb_answers_the_analyst_queries(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from ..warehouse.resources import AuditWarehouse
 from . import campaign_state
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
 from .records import COLUMN_DESCRIPTIONS, Connection, Person, Tagging, Unit, from_frame, to_frame
+from .repair import RepairStep, deletions_left_to_cleanup, repair_plan_section
 from .report import (
     CampaignFacts,
     CleanupFacts,
@@ -594,6 +595,7 @@ def mismatch_report_email(
     membership_mismatches: pd.DataFrame,
     ab_scan: dict,
     planned_tag_deletions: pd.DataFrame,
+    planned_tag_repairs: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """Email the organizers what the check found, what the cleanup does or will do and what to
     change in Action Builder (HTML and plain text, the CSV attached); at most once a day per campaign.
@@ -614,6 +616,7 @@ def mismatch_report_email(
         csv_name=Path(mismatch_report).name,
         run_id=context.run.run_id,
         names=action_builder.field_names,
+        extra_sections=[repair_plan_section(from_frame(RepairStep, planned_tag_repairs))],
     )
     meta = {"report_day": day, "subject": report.subject}
     if not config.send:
@@ -709,9 +712,15 @@ def outdated_tagging_deletions(
     action_builder: ActionBuilderResource,
     warehouse: AuditWarehouse,
     planned_tag_deletions: pd.DataFrame,
+    planned_tag_repairs: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
-    """Delete the outdated taggings found in this run; one audit row per planned deletion."""
-    plan = from_frame(PlannedDeletion, planned_tag_deletions)
+    """Delete the outdated taggings found in this run; one audit row per planned deletion.
+
+    Taggings a live tag repair owns are left to it (it removes them once the right tag is on).
+    """
+    plan = deletions_left_to_cleanup(
+        from_frame(PlannedDeletion, planned_tag_deletions), from_frame(RepairStep, planned_tag_repairs)
+    )
     run = run_identity(context)
     earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
     earlier_rows = earlier[DELETION_COLUMNS].to_dict("records") if len(earlier) else []

@@ -1,4 +1,5 @@
-"""Action Builder REST API v1 client (OSDI / HAL+JSON), read paths plus tagging deletion.
+"""Action Builder REST API v1 client (OSDI / HAL+JSON), read paths, tagging deletion and the
+Person Signup Helper's ``add_tags``.
 
 Facts this relies on (shared/reference/action-builder-api.md §1): base URL
 ``https://{subdomain}.actionbuilder.org/api/rest/v1``, header ``OSDI-API-Token``, at most 25 items
@@ -434,6 +435,29 @@ class ActionBuilderClient:
         return Listing(self._c(f"/tags/{tag_id}/taggings"), KEY_TAGGINGS, "tag_taggings_page", cache=cache)
 
     # -- writes -------------------------------------------------------------------------------
+
+    def add_person_tags(self, person_id: str, tags: Sequence[dict[str, str]]) -> dict[str, Any]:
+        """Person Signup Helper: add tags (``{action_builder:section, action_builder:field, name}``)
+        to an existing person, named by their Action Builder identifier.
+
+        Action Builder ignores, without an error, tags that match no existing section, field and
+        response, so a 2xx proves nothing about the tags: read the person's taggings to know.
+        ``remove_tags`` is UNCERTAIN (shared/reference/action-builder-api.md §1.6) and never sent.
+        A 404 (the person is not in the campaign) raises NotFoundError.
+        """
+        body = {
+            "person": {"identifiers": [f"{NATIVE_PREFIX}{person_id}"]},
+            "add_tags": [
+                {k: t[k] for k in ("action_builder:section", "action_builder:field", "name")} for t in tags
+            ],
+        }
+        answer = self.api.request_json("POST", self._c("/people"), json_body=body, kind="person_signup")
+        person = answer.get("person") if isinstance(answer, dict) else None
+        if not isinstance(person, dict) or native_id(person) != person_id:
+            raise BadResponseError(
+                f"the signup helper answered for another person than {person_id}", api=self.api.name
+            )
+        return person
 
     def delete_tagging(self, tag_id: str, tagging_id: str) -> str:
         """Remove one tagging; ``already_gone`` when Action Builder answers 404."""

@@ -58,6 +58,8 @@ class Mismatch:
     outdated_taggings: tuple[Tagging, ...]
     # Why a correct value (unit_name, membership_type, membership_status) is None, per field.
     blank_reasons: tuple[str, ...] = ()
+    # Fields whose truth could not be settled (unit unreadable, several values on the connection).
+    undetermined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,15 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _values(taggings: Iterable[Tagging], field_name: str) -> list[str]:
+    return sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
+
+
 def _single_value(
     taggings: Iterable[Tagging], field_name: str, person_id: str, notes: list[str]
 ) -> tuple[str | None, str | None]:
     """The connection's one value for the field, or None and why (for the report's reason column)."""
-    values = sorted({v for t in taggings if t.field == field_name and (v := _clean(t.value))})
+    values = _values(taggings, field_name)
     if len(values) > 1:
         notes.append(f"{person_id}: connection carries several {field_name!r} values {values}; not compared")
         return None, f"{field_name}: the unit connection carries several values ({'; '.join(values)})"
@@ -192,6 +198,9 @@ def evaluate(
         expected = {f: value for f, (value, _why) in judged.items()}
         if unit is None:
             result.notes.append(f"{pid}: unit {source.other_id} unknown; unit not compared")
+        undetermined = ((names.unit,) if unit is None or expected[names.unit] is None else ()) + tuple(
+            f for f in (names.membership_type, names.membership_status) if len(_values(on_connection, f)) > 1
+        )
 
         own = by_item.get(("person", pid), ())
         current: dict[str, list[Tagging]] = {f: [t for t in own if t.field == f] for f in names.tag_fields}
@@ -231,6 +240,7 @@ def evaluate(
                 reasons=tuple(reasons),
                 outdated_taggings=tuple(sorted(outdated, key=lambda t: t.tagging_id)),
                 blank_reasons=tuple(why for _value, why in judged.values() if why),
+                undetermined=undetermined,
             )
         )
     result.mismatches.sort(key=lambda m: m.person_id)

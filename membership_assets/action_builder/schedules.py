@@ -13,27 +13,30 @@ from .assets import GROUP
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
     selection=dg.AssetSelection.groups(GROUP).downstream() - FRESHNESS_CHECKS,
-    description="Scan Action Builder, report membership-tag mismatches, clean outdated tags, archive.",
+    description="Scan Action Builder, report membership-tag mismatches, repair and clean outdated tags, archive.",
     tags={"membership/pipeline": "action_builder", **max_runtime_tags("action_builder_tag_sync")},
 )
 
 
-def _live_deletions() -> bool:
-    # Live deletions on a schedule only when the deployment opts in explicitly.
-    return os.getenv("ACTION_BUILDER_APPLY_DELETIONS", "").strip().lower() in ("1", "true", "yes")
+def _opted_in(variable: str) -> bool:
+    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
+    return os.getenv(variable, "").strip().lower() in ("1", "true", "yes")
 
 
 def _tags(mode: str) -> dict[str, str]:
-    """The cleanup's dry run shows in the runs list (the scan and report are real either way)."""
-    return {"membership/mode": mode, **({} if _live_deletions() else {DRY_RUN_TAG: "true"})}
+    """The side effects' dry run shows in the runs list (the scan and report are real either way)."""
+    live = _opted_in("ACTION_BUILDER_APPLY_DELETIONS") or _opted_in("ACTION_BUILDER_APPLY_REPAIRS")
+    return {"membership/mode": mode, **({} if live else {DRY_RUN_TAG: "true"})}
 
 
 def _run_config(mode: str) -> dict:
-    live = _live_deletions()
     return {
         "ops": {
             "action_builder_campaign": {"config": {"mode": mode}},
-            "outdated_tagging_deletions": {"config": {"dry_run": not live}},
+            "outdated_tagging_deletions": {
+                "config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_DELETIONS")}
+            },
+            "planned_tag_repairs": {"config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_REPAIRS")}},
         }
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ..environment import preflight_settings, state_dir
+from ..limits import max_runtime_tags
 from . import run_preflight
 from .core import as_json, failed, render_table, save_latest
 
@@ -57,7 +58,11 @@ def preflight_checks(context):
     yield dg.Output(None)
 
 
-@dg.job(name="preflight", description="Check every service's configuration read-only: no email, no writes.")
+@dg.job(
+    name="preflight",
+    tags=max_runtime_tags("preflight"),
+    description="Check every service's configuration read-only: no email, no writes.",
+)
 def preflight_job():
     preflight_checks()
 

@@ -5,8 +5,9 @@ replacing a *slice*: all rows sharing the slice key of the incoming rows are del
 rows inserted. Snapshots of a run are sliced by the logical run id (Dagster's root run id), so
 re-executing a run replaces its rows instead of duplicating them. Facts produced by side effects
 are sliced by their own identity: an applied sync by its sync id (itself the logical run id, and
-applied at most once), tag deletions by the logical run with earlier attempts' outcomes merged in
-(a deletion made by a first attempt is never overwritten by a re-execution's "already gone").
+applied at most once), tag deletions and tag repairs by the logical run with earlier attempts'
+outcomes merged in (a deletion made by a first attempt is never overwritten by a re-execution's
+"already gone").
 """
 
 from __future__ import annotations
@@ -148,6 +149,33 @@ TABLES: dict[str, Table] = {
                     "STRING",
                     "deleted | already_gone | dry_run | blocked_cap | failed | not_attempted; "
                     "pending (intent, not sent) | sending (DELETE may have been sent) after a crash",
+                ),
+                ("error", "STRING"),
+                ("acted_at", "TIMESTAMP"),
+            ),
+        ),
+        Table(
+            "ab_tag_repairs",
+            "run_id",
+            "One row per tag repair step (add, remove, hold, verify) and what happened to it.",
+            _cols(
+                *RUN_COLUMNS,
+                ("attempt_run_id", "STRING"),
+                ("person_id", "STRING"),
+                ("seq", "INT64", "Order within the person: adds, then removals; 0 = hold, 1000 = verify"),
+                ("step", "STRING", "add | remove | hold (left for a human or the cleanup) | verify"),
+                ("field", "STRING"),
+                ("value", "STRING", "add: the value added; remove: the outdated value"),
+                ("expected_value", "STRING"),
+                ("tag_id", "STRING"),
+                ("tagging_id", "STRING"),
+                ("reason", "STRING", "hold: why the person is not repaired automatically"),
+                (
+                    "action",
+                    "STRING",
+                    "added | already_present | tag_vanished | removed | already_gone | kept | person_gone "
+                    "| failed | not_attempted | dry_run | blocked_cap | needs_human | cleanup_only | verified "
+                    "| still_mismatched | unverified; pending | sending (request may have been sent) after a crash",
                 ),
                 ("error", "STRING"),
                 ("acted_at", "TIMESTAMP"),
