@@ -4,9 +4,11 @@ the DB is back; the admin alert says what was applied and what is pending."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 
 import dagster as dg
@@ -16,7 +18,7 @@ from membership_assets.definitions import build_definitions
 from membership_assets.registry.resources import MembersDatabase
 from membership_assets.registry.store import MembersStore
 from membership_assets.warehouse.queries import run_analyst_query
-from membership_assets.warehouse.resources import DuckDBWarehouse
+from membership_assets.warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
 
 from .conftest import alert_admins_of
 
@@ -37,6 +39,46 @@ def duckdb_locked(path: str):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+class _Refuse(http.server.BaseHTTPRequestHandler):
+    def _refuse(self):
+        body = b'{"error": {"code": 403, "message": "Access Denied", "status": "PERMISSION_DENIED"}}'
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def outage(warehouse):
+    """The warehouse refuses every write for a while; yields the resource runs see meanwhile."""
+    if isinstance(warehouse, DuckDBWarehouse):
+        with duckdb_locked(warehouse.path):
+            yield warehouse
+        return
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, api_endpoint=url)
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def history_warehouse(audit_warehouse):
+    """DuckDB or the BigQuery emulator; DuckDB gives up on a held lock after 1 s, not 60."""
+    if isinstance(audit_warehouse, DuckDBWarehouse):
+        return DuckDBWarehouse(path=audit_warehouse.path, lock_timeout_seconds=1.0)
+    return audit_warehouse
 
 
 def _sync(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -70,20 +112,21 @@ def _history_of(warehouse, sync_id: str) -> dict[str, int]:
 
 
 def test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run(
-    registry_resources, ab_resource, django_sim, members_db_url, instance, tmp_path, outbox
+    registry_resources, ab_resource, django_sim, members_db_url, instance, history_warehouse, outbox
 ):
-    path = str(tmp_path / "warehouse.duckdb")
-    warehouse = DuckDBWarehouse(path=path, lock_timeout_seconds=1.0)
-    defs = build_definitions({**registry_resources, "warehouse": warehouse, "action_builder": ab_resource})
+    warehouse = history_warehouse
+    resources = {**registry_resources, "action_builder": ab_resource}
+    defs = build_definitions({**resources, "warehouse": warehouse})
     assert _sync(defs, instance).success  # the baseline
     lost = _losses(django_sim, removed=12, suspended=6)
 
-    with duckdb_locked(path):
-        outage = _sync(defs, instance)
+    with outage(warehouse) as down:
+        outage_defs = build_definitions({**resources, "warehouse": down})
+        failed = _sync(outage_defs, instance)
     store = MembersStore.from_url(members_db_url)
-    sync_id = outage.run_id
+    sync_id = failed.run_id
     applied = store.log_entry(sync_id)
-    assert not outage.success and applied["status"] in ("success", "partial")  # applied all the same
+    assert not failed.success and applied["status"] in ("success", "partial")  # applied all the same
     changes, rejects = store.changes_of(sync_id), store.rejects_of(sync_id)
     assert len(changes) == 18 and len(rejects) > 0
     assert [s for s, _ in store.history_owed()] == [sync_id]
@@ -94,7 +137,7 @@ def test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run(
     }
 
     # The alert says what was applied and what history is pending, not "nothing half-applied".
-    alert_admins_of(instance, outage, defs)
+    alert_admins_of(instance, failed, defs)
     [mail] = list(outbox.glob("*.eml"))
     text = mail.read_text()
     assert f"Applied: sync {sync_id}" in text and "12 removed" in text
