@@ -243,3 +243,23 @@ def test_the_sync_api_status_shows_a_failure_logged_after_the_fact(
     assert failed.run_id in ids and ids[failed.run_id]["status"] == "failed"
     assert ids[failed.run_id]["error"]["step"] == "django_members"
     assert status["last_sync"]["status"] == "failed"
+
+
+def test_a_run_lost_before_it_logged_anything_is_logged_by_the_next_run(
+    registry_resources, ab_resource, django_sim, members_db_url, instance
+):
+    """A worker killed before any step could log (or keep) the failure: the run record is enough."""
+    from membership_assets.registry.recovery import LOST_FAILURE
+
+    defs = build_definitions({**registry_resources, "action_builder": ab_resource})
+    job = defs.resolve_job_def("registry_sync")
+    lost = instance.create_run_for_job(job_def=job, tags={"membership/source": "scheduled"})
+    instance.report_run_failed(lost)  # what run monitoring records for a dead worker
+    preview = instance.create_run_for_job(job_def=defs.resolve_job_def("registry_preview"))
+    instance.report_run_failed(preview)
+    assert _sync(defs, instance).success
+    store = MembersStore.from_url(members_db_url)
+    row = store.log_entry(lost.run_id)
+    assert row["status"] == "failed" and row["source"] == "scheduled" and not row["dry_run"]
+    assert row["errors"] == {"step": None, "type": "RunFailure", "error": LOST_FAILURE}
+    assert store.log_entry(preview.run_id)["dry_run"] is True  # a preview's failure stays a dry run's

@@ -21,7 +21,8 @@ from .store import MembersStore, SyncLogEntry
 
 UNLOGGED_TAG = "membership/unlogged_failure"  # the failed row a down members DB could not take
 LOOKBACK = timedelta(days=35)  # as far back as the warehouse mirror of the sync log reaches
-REGISTRY_SYNC_JOB = "registry_sync"
+SYNC_JOBS = ("registry_sync", "registry_preview")  # the jobs whose failures are syncs' failures
+SYNC_STEPS = {dg.AssetKey("django_members"), dg.AssetKey("membership_sync")}
 # A run that failed with no row and no kept entry (its worker was lost, or it failed before any
 # sync step ran): what is known for sure, and nothing an upstream or a database said.
 LOST_FAILURE = "the run failed before it could log this sync; nothing was applied (see the run in Dagster)"
@@ -58,26 +59,36 @@ def _entry_from_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> SyncL
         source=run_source(run),
         status="failed",
         sync_time=datetime.fromtimestamp(start, UTC),
-        dry_run=run_is_dry(run),
+        dry_run=run_is_dry(run) or run.job_name == "registry_preview",  # a preview never applies
         errors={"step": step, "type": kind, "error": LOST_FAILURE},
         duration_ms=int((record.end_time - start) * 1000) if record.end_time else None,
         run_id=run.run_id,
     )
 
 
+def _was_a_sync(run: dg.DagsterRun) -> bool:
+    """The run set out to sync (not, say, a re-execution of only the history steps)."""
+    return run.asset_selection is None or bool(SYNC_STEPS & set(run.asset_selection))
+
+
 def log_unlogged_failures(instance: dg.DagsterInstance, store: MembersStore, limit: int = 200) -> list[str]:
-    """Write a ``failed`` row for every recently failed registry_sync whose sync has no row."""
-    records = instance.get_run_records(
-        dg.RunsFilter(
-            job_name=REGISTRY_SYNC_JOB,
-            statuses=[dg.DagsterRunStatus.FAILURE],
-            updated_after=datetime.now(UTC) - LOOKBACK,
-        ),
-        limit=limit,
-    )
+    """Write a ``failed`` row for every recently failed sync run whose sync has no row."""
+    records = [
+        record
+        for job in SYNC_JOBS
+        for record in instance.get_run_records(
+            dg.RunsFilter(
+                job_name=job,
+                statuses=[dg.DagsterRunStatus.FAILURE],
+                updated_after=datetime.now(UTC) - LOOKBACK,
+            ),
+            limit=limit,
+        )
+        if _was_a_sync(record.dagster_run)
+    ]
     latest: dict[str, dg.RunRecord] = {}
-    for record in records:  # newest first: a sync's latest failed attempt speaks for it
-        run = record.dagster_run
+    for record in sorted(records, key=lambda r: r.create_timestamp, reverse=True):
+        run = record.dagster_run  # newest first: a sync's latest failed attempt speaks for it
         latest.setdefault(run.root_run_id or run.run_id, record)
     missing = sorted(set(latest) - store.logged_ids(list(latest)))
     for sync_id in missing:
