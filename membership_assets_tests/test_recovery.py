@@ -263,3 +263,57 @@ def test_a_run_lost_before_it_logged_anything_is_logged_by_the_next_run(
     assert row["status"] == "failed" and row["source"] == "scheduled" and not row["dry_run"]
     assert row["errors"] == {"step": None, "type": "RunFailure", "error": LOST_FAILURE}
     assert store.log_entry(preview.run_id)["dry_run"] is True  # a preview's failure stays a dry run's
+
+
+# -- the tag cleanup ----------------------------------------------------------------------------
+
+
+def test_a_warehouse_outage_mid_cleanup_is_healed_by_the_next_cleanup(
+    local_resources, ab_sim, instance, tmp_path
+):
+    """DELETEs were sent, then the warehouse refused their outcomes: the outcomes were journaled
+    next to the scan state first, and the next cleanup delivers them, exactly once."""
+    from membership_assets.simulators.http import Fault
+
+    from .test_ab_job import run_job
+
+    path = str(tmp_path / "warehouse.duckdb")
+    warehouse = DuckDBWarehouse(path=path, lock_timeout_seconds=1.0)
+    defs = build_definitions({**local_resources, "warehouse": warehouse})
+    planned = {tid for t in ab_sim.data.expected_mismatches().values() for tid in t.outdated_tagging_ids}
+    slow = ab_sim.faults.add(Fault(method="DELETE", delay=3.0, times=None))
+    locked = threading.Event()
+    release = threading.Event()
+
+    def lock_once_deleting():  # the outage starts while the DELETEs are on the wire
+        while slow.hits == 0:
+            threading.Event().wait(0.01)
+        with duckdb_locked(path):
+            locked.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=lock_once_deleting, daemon=True)
+    holder.start()
+    failed = run_job(defs, instance, dry_run=False)
+    release.set()
+    holder.join(60)
+    assert locked.is_set() and not failed.success
+    ab_sim.faults.clear()
+    gone = planned - set(ab_sim.data.taggings)
+    assert gone  # the first batch of DELETEs went through; the outage stopped the rest
+    audit = warehouse.query(
+        f"SELECT * FROM {{dataset}}.ab_tagging_deletions WHERE run_id = '{failed.run_id}'"
+    )
+    assert set(audit.loc[audit["tagging_id"].isin(gone), "action"]) == {"sending"}  # outcomes missed
+
+    # The next ordinary cleanup (a dry run) delivers them: what was deleted, and what never sent.
+    expected = {t: "deleted" if t in gone else "pending" for t in planned}
+    for _ in range(2):  # and once more: still exactly once
+        assert run_job(defs, instance, dry_run=True).success
+        audit = warehouse.query(
+            f"SELECT tagging_id, action FROM {{dataset}}.ab_tagging_deletions WHERE run_id = '{failed.run_id}'"
+        )
+        assert (
+            len(audit) == len(planned)
+            and dict(zip(audit["tagging_id"], audit["action"], strict=True)) == expected
+        )

@@ -13,9 +13,11 @@ from pydantic import Field
 from .. import pools
 from ..metadata import md_preview
 from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
+from ..privacy import cipher
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
+from .journal import DeletionJournal, deliver_journal
 from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
 from .resources import ActionBuilderResource
 from .rules import (
@@ -496,16 +498,23 @@ def outdated_tagging_deletions(
     """Delete the outdated taggings found in this run; one audit row per planned deletion."""
     plan = from_frame(PlannedDeletion, planned_tag_deletions)
     run = run_identity(context)
+    # First what earlier cleanups recorded but the warehouse never got (an outage mid-cleanup).
+    journal = DeletionJournal(action_builder.checkpoint_path, cipher=cipher())
+    if delivered := deliver_journal(journal, warehouse):
+        context.log.info(f"delivered the audit of {delivered} earlier cleanup(s) the warehouse missed")
     earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
     earlier_rows = earlier[DELETION_COLUMNS].to_dict("records") if len(earlier) else []
 
     def audit(outcomes: list[DeletionOutcome]) -> pd.DataFrame:
-        """Durably record this logical run's deletions (earlier attempts' outcomes merged in)."""
+        """Durably record this logical run's deletions (earlier attempts' outcomes merged in):
+        next to the scan state first, then in the warehouse."""
         rows = [{**o.as_row(), "attempt_run_id": run.attempt_run_id} for o in outcomes]
         if earlier_rows:  # a re-execution: earlier attempts' deletions stay theirs
             rows = merge_outcomes(earlier_rows, rows)
         frame = pd.DataFrame(rows, columns=DELETION_COLUMNS)
+        token = journal.save(run.run_id, run.started_at, frame)
         record(warehouse, "ab_tagging_deletions", frame, run)
+        journal.delivered(run.run_id, token)
         return frame
 
     client = None if config.dry_run or not plan else action_builder.open_client(log=context.log)
