@@ -317,3 +317,33 @@ def test_a_warehouse_outage_mid_cleanup_is_healed_by_the_next_cleanup(
             len(audit) == len(planned)
             and dict(zip(audit["tagging_id"], audit["action"], strict=True)) == expected
         )
+
+
+def test_owed_history_of_several_syncs_is_delivered_once_on_either_warehouse(store, audit_warehouse):
+    """Applied and failed syncs owe their history from the moment they are logged; one delivery
+    writes them all (the run record may be gone: the sync time stands in), a second changes nothing."""
+    from membership_assets.registry.store import SyncLogEntry
+    from membership_assets.warehouse.assets import deliver_owed_history
+
+    from .test_registry_store import people, sync
+
+    ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
+    sync(store, people(30), ids[0])
+    sync(store, people(30).head(20), ids[1])  # 10 removed
+    store.record_failure(SyncLogEntry(id=ids[2], source="sensor", status="failed", errors={"step": "x"}))
+    assert [s for s, _ in store.history_owed()] == ids
+    for attempt in range(2):
+        written = deliver_owed_history(store, audit_warehouse, lambda run_id: None)
+        assert written == (
+            {"syncs": 3, "membership_deltas": 40, "registry_rejects": 0, "membership_sync_log": 3}
+            if attempt == 0
+            else {"syncs": 0}
+        )
+        log = audit_warehouse.query("SELECT sync_id, run_id, status FROM {dataset}.membership_sync_log")
+        assert sorted(log["sync_id"]) == ids and list(log["sync_id"]) == list(log["run_id"])
+        deltas = audit_warehouse.query(
+            "SELECT sync_id, COUNT(*) AS n FROM {dataset}.membership_deltas GROUP BY sync_id ORDER BY sync_id"
+        )
+        assert deltas.to_dict("records") == [{"sync_id": ids[0], "n": 30}, {"sync_id": ids[1], "n": 10}]
+    store.history_delivered([])  # nothing owed: nothing to mark
+    assert store.history_owed() == []

@@ -62,6 +62,12 @@ def _by_sync(frame: pd.DataFrame, started: dict[str, Any]) -> pd.DataFrame:
     return frame.assign(run_id=frame["sync_id"], run_started_at=frame["sync_id"].map(started))
 
 
+def _utc(value: Any) -> pd.Timestamp:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def deliver_owed_history(
     store: MembersStore, warehouse: AuditWarehouse, run_started_at: Callable[[str], datetime | None]
 ) -> dict[str, int]:
@@ -75,7 +81,7 @@ def deliver_owed_history(
     if not owed:
         return {"syncs": 0}
     log = log_rows(store.sync_log_of([sync_id for sync_id, _ in owed]))
-    started = {s: run_started_at(s) or t for s, t in zip(log["sync_id"], log["sync_time"], strict=True)}
+    started = {s: run_started_at(s) or _utc(t) for s, t in zip(log["sync_id"], log["sync_time"], strict=True)}
     applied = log.loc[log["status"].isin(APPLIED) & ~log["dry_run"].astype(bool), "sync_id"].tolist()
     frames = {
         "membership_deltas": _by_sync(
