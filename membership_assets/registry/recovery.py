@@ -68,7 +68,7 @@ def _entry_from_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> SyncL
 
 def _was_a_sync(run: dg.DagsterRun) -> bool:
     """The run set out to sync (not, say, a re-execution of only the history steps)."""
-    return run.asset_selection is None or bool(SYNC_STEPS & set(run.asset_selection))
+    return not run.asset_selection or bool(SYNC_STEPS & set(run.asset_selection))  # empty: the whole job
 
 
 def log_unlogged_failures(instance: dg.DagsterInstance, store: MembersStore, limit: int = 200) -> list[str]:
