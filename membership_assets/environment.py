@@ -173,7 +173,7 @@ def production_resources() -> dict[str, Any]:
         "django": DjangoRegistryResource(
             base_url=dg.EnvVar("DJANGO_API_URL"),
             password=_secret("DJANGO_API_PASSWORD"),
-            api_key=dg.EnvVar("DJANGO_API_KEY_PASSWORD"),
+            api_key=_secret("DJANGO_API_KEY_PASSWORD"),  # or the token in DJANGO_API_PASSWORD
             auth_scheme=os.getenv("DJANGO_AUTH_SCHEME", "Token"),
             members_path=os.getenv("DJANGO_MEMBERS_PATH", "api/members/eligible"),
             whole_list_etag=os.getenv("DJANGO_WHOLE_LIST_ETAG", "").lower() == "true",

@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks import ab_scan
 from membership_assets.action_builder.checkpoint import ScanCheckpoint
 from membership_assets.action_builder.client import ActionBuilderClient
 from membership_assets.action_builder.scan import CampaignScanner
+from membership_assets.connectors.errors import ServerError
 from membership_assets.simulators.action_builder import ActionBuilderSimulator
 from membership_assets.simulators.action_builder_seed import SeedConfig, generate_campaign
 
@@ -78,6 +81,37 @@ def test_a_killed_scan_resumes_within_one_percent_of_the_minimum_and_counts_both
         total = sim.requests.total
     # Every answer the killed attempt had was checkpointed: at most the ones in flight are lost.
     assert total <= minimum * 1.01, (before, total, minimum)
-    # The logical scan's request count covers both attempts (the killed one up to its last save).
+    # The logical scan's request count covers every request of both attempts: each is counted
+    # (durably) as it is sent, so only requests killed before they reached the server, at most
+    # one per worker, can be counted without the server having answered them.
     assert snap.attempt_requests["requests"] == total - before
-    assert total - WORKERS <= snap.requests["requests"] <= total
+    assert total <= snap.requests["requests"] <= total + WORKERS
+
+
+def test_requests_answered_without_anything_to_save_still_count_for_the_resumed_scan(tmp_path):
+    """A killed attempt's 5xx/429 answers (retried, never saved as data) are in the logical scan's
+    request count: the count is made durable as each request is sent, not with the next save."""
+    data = generate_campaign(SeedConfig(people=40, seed=3))
+    path = tmp_path / "cp.sqlite"
+    with ActionBuilderSimulator(data, rate_limit=None) as sim:
+        sim.faults.add(path_pattern="/people", status=503, times=None)
+        client = ActionBuilderClient.connect(
+            api_token=sim.token,
+            base_url=sim.base_url,
+            campaign_id=data.campaign_id,
+            rate_limit=1000,
+            max_attempts=4,
+            sleep=lambda s: None,
+        )
+        killed = ScanCheckpoint(path, "scan")  # never closed or flushed: as if SIGKILLed
+        with pytest.raises(ServerError):
+            CampaignScanner(client, workers=2, checkpoint=killed).scan()
+        answered = sim.requests.total
+        sim.faults.clear()
+        cp = ScanCheckpoint(path, "scan")
+        snap = CampaignScanner(client_for(sim, 1000), workers=2, checkpoint=cp).scan()
+        cp.close()
+        total = sim.requests.total
+    assert answered >= 4  # every attempt of the first request was answered 503
+    assert snap.requests["requests"] == total
+    assert snap.requests["requests"] - snap.attempt_requests["requests"] == answered

@@ -329,7 +329,7 @@ def test_a_successful_sync_leaves_no_member_data_on_disk_and_logs_no_birth_dates
     assert rejected and not [k for k in rejected if k.replace("-", "")[:6] + "****" in texts]
 
 
-def test_error_responses_are_described_with_the_apis_message_scrubbed(django_sim):
+def test_error_responses_are_described_never_quoted(django_sim):
     rows = django_sim.data.members[:3]
     django_sim.faults.add(path_pattern="/api/members", status=500, body={"results": rows}, times=None)
     client = DjangoRegistryClient.connect(
@@ -344,7 +344,120 @@ def test_error_responses_are_described_with_the_apis_message_scrubbed(django_sim
     )
     with pytest.raises(Exception) as again:
         client.fetch_members()
-    assert "bad row <email>" in str(again.value)
+    assert "bad row" not in str(again.value)  # free text is never repeated, scrubbed or not
     for m in rows:
         for value in (str(m["kennitala"]), m["email"], m["name"]):
             assert value not in str(info.value) + str(again.value)
+
+
+# -- personal data planted in every upstream field and error body ---------------------------------
+
+
+def _planted_bodies(m: dict) -> dict[str, tuple[int, object]]:
+    """Upstream answers that quote a member in each field a client could read, or print."""
+    kt, name, email = str(m["kennitala"]), m["name"], m["email"]
+    quoted = f"row {kt} ({name} <{email}>) failed validation"
+    error_fields = {
+        key: value
+        for key, value in zip(
+            ("detail", "message", "title", "error", "code", "error_code", "errors"),
+            (quoted, quoted, name, name.replace(" ", "_"), email, kt, [{"name": [name]}, {kt: email}]),
+            strict=True,
+        )
+    }
+    return {
+        "500_error_fields": (500, error_fields),
+        "400_error_fields": (400, error_fields),
+        "200_count_is_a_name": (200, {"count": name, "next": None, "results": []}),
+        "200_keys_are_members": (200, {name: 1, email: 2, kt: 3}),
+        "200_body_not_json": (200, f"{name},{email},{kt}".encode()),
+        "502_text_body": (502, f"upstream said: {quoted}".encode()),
+    }
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "500_error_fields",
+        "400_error_fields",
+        "200_count_is_a_name",
+        "200_keys_are_members",
+        "200_body_not_json",
+        "502_text_body",
+    ],
+)
+def test_upstream_answers_quoting_members_leak_nowhere(
+    planted, registry_defs, persistent_instance, django_sim, members_db_url, warehouse, tmp_path
+):
+    """A registry answer naming a member (a 500 whose detail quotes the row, a count or keys that
+    hold a name): the failed run's events, files, sync log, warehouse mirror and alert hold none of it."""
+    instance, home = persistent_instance
+    rows = [dict(m) for m in django_sim.data.members]
+    victim = next(m for m in rows if " " in m["name"])
+    status, body = _planted_bodies(victim)[planted]
+    fault = django_sim.faults.add(path_pattern="page=2", status=status, body=body, times=None)
+    result = registry_defs.resolve_job_def("registry_sync").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not result.success and fault.hits >= 1
+    django_sim.faults.clear()
+    _assert_nothing_leaked(
+        instance=instance,
+        home=home,
+        tmp_path=tmp_path,
+        result=result,
+        defs=registry_defs,
+        rows=rows,
+        members_db_url=members_db_url,
+        warehouse=warehouse,
+    )
+    stored = MembersStore.from_url(members_db_url).log_entry(result.run_id)["errors"]
+    assert stored["step"] == "django_members" and f"HTTP {status}" in stored["error"]  # still useful
+
+
+def test_an_error_code_is_kept_and_free_text_is_not(django_sim):
+    m = django_sim.data.members[0]
+    django_sim.faults.add(
+        path_pattern="/api/members",
+        status=503,
+        body={"code": "registry_maintenance", "detail": f"{m['name']} is being edited"},
+        times=None,
+    )
+    client = DjangoRegistryClient.connect(
+        base_url=django_sim.base_url, api_key=django_sim.token, max_attempts=1
+    )
+    with pytest.raises(Exception) as info:
+        client.fetch_members()
+    text = str(info.value)
+    assert "error code registry_maintenance" in text and "HTTP 503" in text
+    assert m["name"] not in text and "being edited" not in text
+
+
+@pytest.mark.parametrize("field", ["a kennitala", "a name", "an email"])
+def test_a_status_field_holding_personal_data_is_rejected_by_category(
+    field, registry_defs, persistent_instance, django_sim, members_db_url, tmp_path
+):
+    """status_unknown, never status_unknown:<value>; the value is kept only in the quarantine table."""
+    import random
+
+    instance, home = persistent_instance
+    other = {
+        "kennitala": make_kennitala(random.Random(7)),
+        "name": "Anna Sigurðsson",
+        "email": "anna.s@example.is",
+    }
+    status = {"a kennitala": other["kennitala"], "a name": other["name"], "an email": other["email"]}[field]
+    row = {
+        "kennitala": make_kennitala(random.Random(8)),
+        "name": "Björk Guðmundsdóttir",
+        "email": "bjork.g@example.is",
+        "status": status,
+    }
+    django_sim.add(row)
+    result = registry_defs.resolve_job_def("registry_sync").execute_in_process(instance=instance)
+    rejects = MembersStore.from_url(members_db_url).rejects_of(result.run_id)
+    mine = rejects[rejects["kennitala"] == row["kennitala"]]
+    assert list(mine["reasons"]) == ["status_unknown"] and list(mine["status"]) == [status]
+    identifiers = _identifiers([row, other])
+    assert not _leaks(identifiers, _dagster_texts(instance, [result.run_id]))
+    assert not _file_leaks(identifiers, [home, tmp_path], skip={"members.sqlite", "warehouse.duckdb"})

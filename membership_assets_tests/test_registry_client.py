@@ -107,3 +107,37 @@ def test_change_marker_without_etag_digests_the_whole_listing(registry_data):
         assert json.loads(marker)["digest"] and client.change_marker(marker) == (marker, False)
         sim.add({"kennitala": "1201743399", "name": "New", "email": None, "status": "active"})
         assert client.change_marker(marker)[1] is True
+
+
+def test_the_django_api_password_is_sent_as_the_token(django_sim, monkeypatch, tmp_path):
+    """DJANGO_API_PASSWORD (the {NAME}_PASSWORD convention) authenticates as `Token <pw>`: no
+    `:pw@` in a URL without a user, no Basic auth replacing the token."""
+    from membership_assets.environment import local_resources
+
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DJANGO_API_URL", django_sim.base_url)
+    monkeypatch.setenv("DJANGO_API_PASSWORD", django_sim.token)
+    import dagster as dg
+
+    with dg.build_resources({"django": local_resources()["django"]}) as resources:
+        client = resources.django.open_client()
+    try:
+        assert client.api.session.auth is None
+        assert client.api.session.headers["Authorization"] == f"Token {django_sim.token}"
+        assert "@" not in client.api.base_url
+        assert len(client.fetch_members().rows) == len(django_sim.data.members)
+    finally:
+        client.api.close()
+
+
+def test_a_user_in_the_url_keeps_basic_auth_and_no_token_is_a_clear_error(django_sim):
+    from membership_assets.connectors.errors import AuthError
+    from membership_assets.registry.resources import DjangoRegistryResource
+
+    with_user = DjangoRegistryResource(
+        base_url=django_sim.base_url.replace("://", "://sync@"), password="pw", api_key="key"
+    )
+    url, token = with_user.credentials()
+    assert token == "key" and "sync:pw@" in url
+    with pytest.raises(AuthError, match="DJANGO_API_PASSWORD"):
+        DjangoRegistryResource(base_url=django_sim.base_url).credentials()

@@ -262,6 +262,27 @@ def test_reexecuting_runs_leaves_row_counts_unchanged(world):
         assert log["sync_id"].tolist() == [sync.run_id] and log["status"].tolist() == ["partial"]
 
 
+def test_a_sync_applied_by_a_reexecution_is_mirrored_under_its_root_run_id(world):
+    """The sync log's run_id in the warehouse is the logical (root) run, as the schema says, even
+    when the re-execution's attempt is the one that applied the sync."""
+    sync_job, _ = targets(world)
+    world.django.faults.add(path_pattern="/api/members", status=503, times=None)
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(sync_job), instance=instance) as first:
+            assert not first.success
+        world.django.faults.clear()
+        with dg.execute_job(
+            dg.reconstructable(sync_job),
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+        ) as retry:
+            assert retry.success and retry.dagster_run.root_run_id == first.run_id
+    log = world.warehouse.query("SELECT sync_id, run_id, status FROM {dataset}.membership_sync_log")
+    assert log.to_dict("records") == [{"sync_id": first.run_id, "run_id": first.run_id, "status": "partial"}]
+    deltas = world.warehouse.query("SELECT DISTINCT run_id FROM {dataset}.membership_deltas")
+    assert deltas["run_id"].tolist() == [first.run_id]
+
+
 def test_a_reexecuted_cleanup_keeps_its_deletions_on_record_once(world):
     planned = sorted(tid for t in world.ab.data.truth.values() for tid in t["outdated_tagging_ids"])
     live = flows.tag_run_config(dry_run=False)

@@ -13,11 +13,13 @@ from pydantic import Field
 from .. import pools
 from ..metadata import dataclass_columns, md_preview, table_schema
 from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
+from ..privacy import cipher
 from ..run_tags import mark_dry_run
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from . import campaign_state
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
+from .journal import DeletionJournal, deliver_journal
 from .records import COLUMN_DESCRIPTIONS, Connection, Person, Tagging, Unit, from_frame, to_frame
 from .repair import RepairStep, deletions_left_to_cleanup, repair_plan_section
 from .report import (
@@ -722,16 +724,23 @@ def outdated_tagging_deletions(
         from_frame(PlannedDeletion, planned_tag_deletions), from_frame(RepairStep, planned_tag_repairs)
     )
     run = run_identity(context)
+    # First what earlier cleanups recorded but the warehouse never got (an outage mid-cleanup).
+    journal = DeletionJournal(action_builder.checkpoint_path, cipher=cipher())
+    if delivered := deliver_journal(journal, warehouse):
+        context.log.info(f"delivered the audit of {delivered} earlier cleanup(s) the warehouse missed")
     earlier = previous_attempts(warehouse, "ab_tagging_deletions", run)
     earlier_rows = earlier[DELETION_COLUMNS].to_dict("records") if len(earlier) else []
 
     def audit(outcomes: list[DeletionOutcome]) -> pd.DataFrame:
-        """Durably record this logical run's deletions (earlier attempts' outcomes merged in)."""
+        """Durably record this logical run's deletions (earlier attempts' outcomes merged in):
+        next to the scan state first, then in the warehouse."""
         rows = [{**o.as_row(), "attempt_run_id": run.attempt_run_id} for o in outcomes]
         if earlier_rows:  # a re-execution: earlier attempts' deletions stay theirs
             rows = merge_outcomes(earlier_rows, rows)
         frame = pd.DataFrame(rows, columns=DELETION_COLUMNS)
+        token = journal.save(run.run_id, run.started_at, frame)
         record(warehouse, "ab_tagging_deletions", frame, run)
+        journal.delivered(run.run_id, token)
         return frame
 
     if config.dry_run:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..connectors.http import RequestStats
 from .client import Page
 
 _SCHEMA = """
@@ -48,6 +49,7 @@ class ScanCheckpoint:
         self._reused: set[tuple[str, int]] = set()
         self._attempt = uuid.uuid4().hex
         self._stats: Callable[[], dict[str, Any]] | None = None
+        self._done = False  # completed or closed: nothing more is saved
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
@@ -87,8 +89,21 @@ class ScanCheckpoint:
             self._flush_locked()
 
     def track_requests(self, stats: Callable[[], dict[str, Any]]) -> None:
-        """Save this attempt's request counts (``stats()``) with every flush."""
+        """Save this attempt's request counts (``stats()``) with every flush, and, for a
+        client's ``RequestStats.snapshot``, as each request is sent: a killed attempt's count
+        then covers every request it sent, not only those up to its last saved answer."""
         self._stats = stats
+        owner = getattr(stats, "__self__", None)
+        if isinstance(owner, RequestStats):
+            owner.add_listener(self._save_requests)
+
+    def _save_requests(self) -> None:
+        with self._lock:
+            if self._stats is None or self._done:
+                return
+            row = (self.scan_key, "requests", self._attempt, json.dumps(self._stats()), time.time())
+            self._pending.append(row)
+            self._flush_locked()
 
     def earlier_requests(self) -> list[dict[str, Any]]:
         """Request counts of this scan's earlier attempts (crashed or failed)."""
@@ -148,6 +163,7 @@ class ScanCheckpoint:
         """The scan finished: drop its checkpoint and any abandoned ones older than a week."""
         with self._lock:
             self._pending.clear()
+            self._done = True
             self._db.execute("DELETE FROM scan_items WHERE scan_key = ?", (self.scan_key,))
             self._db.execute(
                 "DELETE FROM scan_items WHERE saved_at < ?",
@@ -157,7 +173,9 @@ class ScanCheckpoint:
 
     def close(self) -> None:
         with self._lock:
-            self._flush_locked()
+            if not self._done:
+                self._flush_locked()
+            self._done = True
             self._db.close()
 
 

@@ -115,7 +115,7 @@ def _str(raw: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RecordError(f"{key} is not a string: {value!r}")
+        raise RecordError(f"{key} is not a string ({type(value).__name__})")  # never the value
     return value
 
 
@@ -151,7 +151,7 @@ def connection_from_api(raw: dict[str, Any], person_id: str, position: int) -> C
         raise RecordError(f"a connection of {person_id} has no action_builder: identifier")
     inactive = raw.get("inactive", False)
     if not isinstance(inactive, bool):
-        raise RecordError(f"connection {cid}: inactive is not a boolean: {inactive!r}")
+        raise RecordError(f"connection {cid}: inactive is not a boolean ({type(inactive).__name__})")
     other = raw.get("person_id")
     if other is not None and not isinstance(other, str):
         raise RecordError(f"connection {cid}: person_id is not a string")

@@ -8,8 +8,8 @@ Retry-After, wait exactly that long instead. 401/403 and other 4xx are never ret
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -40,7 +40,12 @@ logger = logging.getLogger(__name__)
 
 
 class RequestStats:
-    """Thread-safe counters of what a client actually sent, for asset metadata and benchmarks."""
+    """Thread-safe counters of what a client actually sent, for asset metadata and benchmarks.
+
+    ``requests`` counts a request as it is sent (before any answer), so a count saved when a
+    process is killed covers every request the server may have answered; ``by_status`` and
+    ``by_kind`` count answers. Listeners (a scan checkpoint) are told of every change.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,13 +53,28 @@ class RequestStats:
         self.retries = 0
         self.by_status: Counter[int] = Counter()
         self.by_kind: Counter[str] = Counter()
+        self._listeners: list[Callable[[], None]] = []
 
-    def record(self, kind: str, status: int | None) -> None:
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def sending(self) -> None:
+        """A request is about to go out."""
         with self._lock:
             self.requests += 1
+        self._changed()
+
+    def record(self, kind: str, status: int | None) -> None:
+        """The answer (or the transport failure, ``status`` None) of a request already counted."""
+        with self._lock:
             self.by_kind[kind] += 1
             if status is not None:
                 self.by_status[status] += 1
+        self._changed()
 
     def record_retry(self) -> None:
         with self._lock:
@@ -145,8 +165,9 @@ class JsonApiClient:
         """
         if "://" in path_or_href:
             if _origin(path_or_href) != self._origin:
+                scheme, host = _origin(path_or_href)
                 raise BadResponseError(
-                    f"refusing to follow a link to another origin: {path_or_href}", api=self.name
+                    f"refusing to follow a link to another origin ({scheme}://{host})", api=self.name
                 )
             return path_or_href
         return urljoin(self.base_url, path_or_href.lstrip("/"))
@@ -196,6 +217,7 @@ class JsonApiClient:
         if self.limiter is not None:
             self.limiter.acquire()
         ctx = {"api": self.name, "method": method, "url": url}
+        self.stats.sending()
         try:
             resp = self.session.request(
                 method, url, params=params, json=json_body, headers=headers, timeout=self.timeout
@@ -258,6 +280,7 @@ class JsonApiClient:
         url = self.url_for(path)
         if self.limiter is not None:
             self.limiter.acquire()
+        self.stats.sending()
         try:
             resp = self.session.request(method, url, params=params, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -316,34 +339,51 @@ def _origin(url: str) -> tuple[str, str]:
 
 
 def _describe(resp: requests.Response, parse_error: ValueError | None = None) -> str:
-    """What was wrong with a response, never what it said: bodies carry members' personal data."""
+    """What was wrong with a response, never what it said: bodies carry members' personal data.
+
+    Only fields known to be safe leave: the content type, the length, where parsing failed and
+    an error *code* (see ``error_code``). An API's free-text message ("detail", "message") may
+    quote the row it choked on, names included, which no pattern can scrub reliably.
+    """
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0].strip()
+    if not SAFE_CONTENT_TYPE.fullmatch(kind):
+        kind = "unrecognised content type"
     where = ""
     if parse_error is not None:
         reason = getattr(parse_error, "msg", None) or type(parse_error).__name__
         pos = getattr(parse_error, "pos", None)
-        where = f", {reason} at char {pos}" if pos is not None else f", {reason}"
-    said = _error_message(resp) if resp.status_code >= 400 else None
+        reason = reason if SAFE_PARSE_REASON.fullmatch(reason) else type(parse_error).__name__
+        where = f", {reason} at char {pos}" if isinstance(pos, int) else f", {reason}"
+    code = error_code(resp) if resp.status_code >= 400 else None
     return (
-        (f"{said} (" if said else "")
+        (f"error code {code} (" if code else "")
         + f"{kind}, {len(resp.content or b'')} bytes{where}"
-        + (")" if said else "")
+        + (")" if code else "")
     )
 
 
-def _error_message(resp: requests.Response, limit: int = 200) -> str | None:
-    """The API's own error message (a JSON error field), scrubbed; never the body as such."""
+# An error code is an identifier with a separator (``not_authenticated``, ``RATE_LIMITED``,
+# ``member.invalid``): a name, an email or a sentence never has that shape.
+ERROR_CODE = re.compile(r"[a-z][a-z0-9]*(?:[_.-][a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+ERROR_CODE_KEYS = ("code", "error_code", "error")
+SAFE_CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9.+-]{1,64}")
+SAFE_PARSE_REASON = re.compile(r"[A-Za-z ]{1,60}")  # json's own fixed messages ("Expecting value")
+
+
+def error_code(resp: requests.Response) -> str | None:
+    """The API's error code (a JSON ``code``/``error_code``/``error`` field shaped like one),
+    or None. Free-text fields are never read."""
     try:
         body = resp.json()
     except ValueError:
         return None
     if not isinstance(body, dict):
         return None
-    for key in ("error", "detail", "message", "title", "errors"):
+    for key in ERROR_CODE_KEYS:
         value = body.get(key)
-        if isinstance(value, str | list | dict) and value:
-            text = scrub(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-            return text[:limit] + ("…" if len(text) > limit else "")
+        shaped = isinstance(value, str) and len(value) <= 64 and ERROR_CODE.fullmatch(value)
+        if shaped and scrub(value) == value:  # and nothing like a kennitala or an email
+            return value
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,8 +95,23 @@ class FileOutboxEmail(EmailSender):
         slug = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:60]
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = outdir / f"{stamp}_{slug}.eml"
-        path.write_bytes(bytes(msg))
+        write_atomically(path, bytes(msg))
         return str(path)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds all of ``data`` or does not exist: a full disk or a crash leaves no
+    truncated file for a reader (or a mail pickup) to take for a message."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.eml: no reader picks it up
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _is_transient(exc: BaseException) -> bool:

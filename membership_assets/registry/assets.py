@@ -22,6 +22,7 @@ from ..run_tags import DRY_RUN_TAG
 from .client import DjangoRegistryClient, RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
+from .recovery import keep_unlogged_failure
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .store import MembersStore, SyncLogEntry
 from .validation import ACTIVE, SUSPENDED, kennitala_key, kennitala_text, mask, validate_members
@@ -92,12 +93,20 @@ def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str
 
 def is_dry_run(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> bool:
     """Whether this run is a dry run (tagged; the real sync has no dry-run switch)."""
-    return context.run.tags.get(DRY_RUN_TAG) == "true"
+    return run_is_dry(context.run)
+
+
+def run_is_dry(run: dg.DagsterRun) -> bool:
+    return run.tags.get(DRY_RUN_TAG) == "true"
 
 
 def sync_source(context: dg.AssetExecutionContext) -> str:
+    return run_source(context.run)
+
+
+def run_source(run: dg.DagsterRun) -> str:
     """scheduled | sensor | manual (an explicit membership/source tag wins)."""
-    tags = context.run.tags
+    tags = run.tags
     if tags.get("membership/source"):
         return tags["membership/source"]
     if "dagster/schedule_name" in tags:
@@ -118,7 +127,8 @@ def _elapsed_ms(context: dg.AssetExecutionContext) -> int | None:
 def failed_sync_logged(
     context: dg.AssetExecutionContext, members_db: MembersDatabase, **known: int | None
 ) -> Iterator[None]:
-    """Any exception inside leaves a 'failed' row for this sync, then propagates."""
+    """Any exception inside leaves a 'failed' row for this sync, then propagates. With the
+    members DB unreachable the row is kept in the run's tags until the next run writes it."""
     try:
         yield
     except Exception as exc:
@@ -127,18 +137,20 @@ def failed_sync_logged(
         violations = getattr(exc, "metadata", {}) or {}
         if "violations" in violations:
             detail["violations"] = violations["violations"].value
-        members_db.store().record_failure(
-            SyncLogEntry(
-                id=sync_id_of(context),
-                source=sync_source(context),
-                status="failed",
-                dry_run=is_dry_run(context),
-                errors=detail,
-                duration_ms=_elapsed_ms(context),
-                run_id=context.run.run_id,
-                **known,
-            )
+        entry = SyncLogEntry(
+            id=sync_id_of(context),
+            source=sync_source(context),
+            status="failed",
+            dry_run=is_dry_run(context),
+            errors=detail,
+            duration_ms=_elapsed_ms(context),
+            run_id=context.run.run_id,
+            **known,
         )
+        try:
+            members_db.store().record_failure(entry)
+        except Exception as db_exc:
+            keep_unlogged_failure(context, entry, db_exc)
         context.log.error(f"sync {sync_id_of(context)} failed in {detail['step']}: {error}")
         if carries_personal_data(exc):
             # Dagster stores the exception (and its causes) in the run history: store the scrubbed text.

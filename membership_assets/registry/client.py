@@ -64,12 +64,14 @@ def _check_results(body: Any, page: int) -> None:
     if "results" in body:
         count = body.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise BadResponseError(f"page {page}: count is not a non-negative integer: {count!r}")
+            raise BadResponseError(  # the type only: a value may quote a row
+                f"page {page}: count is not a non-negative integer ({type(count).__name__})"
+            )
         items = body["results"]
     elif "members" in body:
         items = body["members"]
     else:
-        raise BadResponseError(f"page {page}: neither 'results' nor 'members' in keys {sorted(body)}")
+        raise BadResponseError(f"page {page}: neither 'results' nor 'members' among {len(body)} keys")
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise BadResponseError(f"page {page}: member list is not a list of objects")
     if "results" in body and body.get("next") and not items:

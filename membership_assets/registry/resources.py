@@ -8,7 +8,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ..privacy import with_password
+from ..connectors.errors import AuthError
+from ..privacy import split_credentials, with_password
 from .client import DjangoRegistryClient
 from .guards import GuardPolicy
 from .store import MembersStore
@@ -20,9 +21,11 @@ class DjangoRegistryResource(dg.ConfigurableResource):
 
     base_url: str = Field(description="Registry base URL (DJANGO_API_URL), without credentials.")
     password: str = Field(
-        default="", description="Basic-auth password for the URL's user (DJANGO_API_PASSWORD), if any."
+        default="",
+        description="DJANGO_API_PASSWORD: the API token (sent as `Authorization: <scheme> <password>`), "
+        "or, when DJANGO_API_URL names a user, that user's basic-auth password.",
     )
-    api_key: str = Field(description="API token (DJANGO_API_KEY_PASSWORD).")
+    api_key: str = Field(default="", description="API token (DJANGO_API_KEY_PASSWORD).")
     auth_scheme: str = Field(default="Token", description="'Token' (DRF) or 'Bearer'.")
     members_path: str = Field(
         default="api/members/eligible", description="Path of the eligible-members listing."
@@ -37,10 +40,25 @@ class DjangoRegistryResource(dg.ConfigurableResource):
     max_attempts: int = 5
     timeout_seconds: float = 60.0
 
+    def credentials(self) -> tuple[str, str]:
+        """(URL to connect to, API token). ``{NAME}_PASSWORD`` is the API's secret: with no user
+        in the URL it is the token (a password merged into a URL without a user would make
+        requests send Basic auth instead of the token, and every request would get a 401)."""
+        _, url_auth = split_credentials(self.base_url)
+        if self.password and (url_auth is None or not url_auth[0]):
+            return split_credentials(self.base_url)[0], self.password
+        token = self.api_key
+        if not token:
+            raise AuthError(
+                "no API token: set DJANGO_API_PASSWORD (or DJANGO_API_KEY_PASSWORD)", api="django_registry"
+            )
+        return with_password(self.base_url, self.password), token
+
     def open_client(self, log: Any = None) -> DjangoRegistryClient:
+        url, token = self.credentials()
         return DjangoRegistryClient.connect(
-            base_url=with_password(self.base_url, self.password),
-            api_key=self.api_key,
+            base_url=url,
+            api_key=token,
             auth_scheme=self.auth_scheme,
             members_path=self.members_path,
             page_size=self.page_size,

@@ -95,6 +95,18 @@ rejects = sa.Table(
     sa.Column("rejected_at", TS, nullable=False),
 )
 
+# What each sync owes the audit warehouse, recorded in the same transaction as the sync's own log
+# row (applied or failed): the warehouse can be down when a sync applies, the members DB cannot.
+# A row stays pending until its sync's deltas, rejects and log row are in the warehouse.
+history_owed = sa.Table(
+    "warehouse_history_owed",
+    metadata,
+    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("recorded_at", TS, nullable=False),
+    sa.Column("delivered_at", TS),
+    sa.Index("idx_history_owed_pending", "delivered_at", "recorded_at"),
+)
+
 # The longest value validation lets through, per field: exactly what the columns hold, so a row
 # is judged the same on SQLite (which would store anything) and Postgres (which would refuse it).
 FIELD_LIMITS: dict[str, int] = {
@@ -296,8 +308,14 @@ class MembersStore:
             return pd.read_sql(sa.text("SELECT * FROM member_eligibility ORDER BY kennitala"), conn)
 
     def sync_log_since(self, since: datetime) -> pd.DataFrame:
+        return self._sync_log_frame(sync_log.c.sync_time >= since)
+
+    def sync_log_of(self, sync_ids: list[str]) -> pd.DataFrame:
+        return self._sync_log_frame(sync_log.c.id.in_(sync_ids))
+
+    def _sync_log_frame(self, where: Any) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(sync_log).where(sync_log.c.sync_time >= since)).mappings().all()
+            rows = conn.execute(sa.select(sync_log).where(where)).mappings().all()
         frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in sync_log.columns])
         frame["errors"] = frame["errors"].map(lambda e: None if e is None else json.dumps(e))
         return frame
@@ -307,14 +325,17 @@ class MembersStore:
             row = conn.execute(sa.select(sync_log).where(sync_log.c.id == sync_id)).mappings().first()
         return dict(row) if row else None
 
-    def changes_of(self, sync_id: str) -> pd.DataFrame:
+    def changes_of(self, sync_id: str | list[str], *, with_sync_id: bool = False) -> pd.DataFrame:
+        """The changes one sync (or several) applied; ``with_sync_id`` adds the sync_id column."""
+        ids = [sync_id] if isinstance(sync_id, str) else sync_id
+        columns = [*DELTA_COLUMNS, "sync_id"] if with_sync_id else DELTA_COLUMNS
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(*[changes.c[c] for c in DELTA_COLUMNS])
-                .where(changes.c.sync_id == sync_id)
-                .order_by(changes.c.change_kind, changes.c.kennitala)
+                sa.select(*[changes.c[c] for c in columns])
+                .where(changes.c.sync_id.in_(ids))
+                .order_by(changes.c.sync_id, changes.c.change_kind, changes.c.kennitala)
             ).all()
-        return pd.DataFrame(rows, columns=DELTA_COLUMNS)
+        return pd.DataFrame(rows, columns=columns)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -326,11 +347,14 @@ class MembersStore:
         if rows:
             conn.execute(rejects.insert(), rows)
 
-    def rejects_of(self, sync_id: str) -> pd.DataFrame:
+    def rejects_of(self, sync_id: str | list[str]) -> pd.DataFrame:
+        ids = [sync_id] if isinstance(sync_id, str) else sync_id
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
-                    sa.select(rejects).where(rejects.c.sync_id == sync_id).order_by(rejects.c.row_number)
+                    sa.select(rejects)
+                    .where(rejects.c.sync_id.in_(ids))
+                    .order_by(rejects.c.sync_id, rejects.c.row_number)
                 )
                 .mappings()
                 .all()
@@ -343,6 +367,47 @@ class MembersStore:
             conn.execute(sync_log.delete().where(sync_log.c.id == entry.id, sync_log.c.status == "failed"))
             if conn.execute(sa.select(sync_log.c.id).where(sync_log.c.id == entry.id)).first() is None:
                 conn.execute(sync_log.insert().values(**asdict(entry)))
+                self._owe_history(conn, entry.id)
+
+    # -- history owed to the warehouse ----------------------------------------------------------
+
+    @staticmethod
+    def _owe_history(conn: sa.Connection, sync_id: str) -> None:
+        """(Re)mark ``sync_id``'s history as owed: a new recorded_at, so a delivery that read the
+        sync before this change cannot mark the new state delivered."""
+        conn.execute(history_owed.delete().where(history_owed.c.sync_id == sync_id))
+        conn.execute(history_owed.insert().values(sync_id=sync_id, recorded_at=datetime.now(timezone.utc)))
+
+    def history_owed(self, limit: int = 200, sync_ids: list[str] | None = None) -> list[tuple[str, datetime]]:
+        """(sync id, recorded_at) of syncs whose history the warehouse has not confirmed, oldest first."""
+        query = sa.select(history_owed.c.sync_id, history_owed.c.recorded_at).where(
+            history_owed.c.delivered_at.is_(None)
+        )
+        if sync_ids is not None:
+            query = query.where(history_owed.c.sync_id.in_(sync_ids))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(history_owed.c.recorded_at).limit(limit)).all()
+        return [(r[0], r[1]) for r in rows]
+
+    def history_delivered(self, owed: list[tuple[str, datetime]]) -> None:
+        """Mark these (sync id, recorded_at) delivered; a sync re-marked owed since is left owed."""
+        if not owed:
+            return
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            for sync_id, recorded_at in owed:
+                conn.execute(
+                    history_owed.update()
+                    .where(history_owed.c.sync_id == sync_id, history_owed.c.recorded_at == recorded_at)
+                    .values(delivered_at=now)
+                )
+
+    def logged_ids(self, sync_ids: list[str]) -> set[str]:
+        """Which of ``sync_ids`` have a row in the sync log (any status)."""
+        if not sync_ids:
+            return set()
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(sync_log.c.id).where(sync_log.c.id.in_(sync_ids))).scalars())
 
     def apply(
         self,
@@ -377,6 +442,7 @@ class MembersStore:
             # A re-execution that succeeds replaces the failed attempt's row of the same sync.
             conn.execute(sync_log.delete().where(sync_log.c.id == entry.id, sync_log.c.status == "failed"))
             conn.execute(sync_log.insert().values(**asdict(entry)))
+            self._owe_history(conn, entry.id)
         return entry, True
 
     def _apply_set_based(self, conn: sa.Connection, delta: pd.DataFrame, sync_id: str, now: datetime) -> None:

@@ -185,7 +185,9 @@ def _status_of(
         return None, "status_missing"
     status = status_map.get(raw.lower())
     if status is None:
-        return None, f"status_unknown:{printable(raw, limit)}"
+        # A category only: the raw value (which may be a name or a kennitala in the wrong field)
+        # stays in the quarantine table's status column.
+        return None, "status_unknown"
     return status, None
 
 

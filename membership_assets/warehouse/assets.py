@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..privacy import scrub_json
 from ..registry.resources import MembersDatabase
+from ..registry.store import APPLIED, MembersStore
 from .audit import RunIdentity, record, run_identity
 from .resources import AuditWarehouse
 from .schema import TABLES
@@ -36,16 +37,66 @@ def _sync_delta(value: dict, run: RunIdentity) -> pd.DataFrame:
     return value["delta"].assign(sync_id=value["sync_id"], dry_run=value["dry_run"])
 
 
+def log_rows(log: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the members DB's sync log as warehouse rows: each in its own sync's partition,
+    its run_id the logical run (the sync id: the root of any re-executions, as the schema says;
+    the members DB keeps the attempt's run id)."""
+    log = log.copy()
+    # Analysts read this column: scrub rows written before errors were scrubbed at the source.
+    log["errors"] = log["errors"].map(lambda e: None if e is None else json.dumps(scrub_json(json.loads(e))))
+    return log.rename(columns={"id": "sync_id"}).assign(
+        run_id=lambda f: f["sync_id"], run_started_at=lambda f: f["sync_time"]
+    )
+
+
 def sync_log_rows(members_db: MembersDatabase) -> pd.DataFrame:
     """The members DB's sync log of the last 35 days, as warehouse rows.
 
     Re-mirroring a window catches failed syncs, whose runs never reach the history step.
-    Each row keeps its own sync's run and time, so it lives in that sync's partition.
     """
-    log = members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35))
-    # Analysts read this column: scrub rows written before errors were scrubbed at the source.
-    log["errors"] = log["errors"].map(lambda e: None if e is None else json.dumps(scrub_json(json.loads(e))))
-    return log.rename(columns={"id": "sync_id"}).assign(run_started_at=lambda f: f["sync_time"])
+    return log_rows(members_db.store().sync_log_since(datetime.now(timezone.utc) - timedelta(days=35)))
+
+
+def _by_sync(frame: pd.DataFrame, started: dict[str, Any]) -> pd.DataFrame:
+    """Stamp rows with their sync's logical run, as the normal history steps do."""
+    return frame.assign(run_id=frame["sync_id"], run_started_at=frame["sync_id"].map(started))
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def deliver_owed_history(
+    store: MembersStore, warehouse: AuditWarehouse, run_started_at: Callable[[str], datetime | None]
+) -> dict[str, int]:
+    """Write every sync's history the warehouse has not confirmed (an outage, a crash between
+    apply and history): deltas and rejects of applied syncs, then each owed sync's log row.
+
+    Idempotent: each table's slice (sync id / logical run) is replaced, never appended to; the
+    syncs are marked delivered only after every write went through.
+    """
+    owed = store.history_owed()
+    if not owed:
+        return {"syncs": 0}
+    log = log_rows(store.sync_log_of([sync_id for sync_id, _ in owed]))
+    started = {s: run_started_at(s) or _utc(t) for s, t in zip(log["sync_id"], log["sync_time"], strict=True)}
+    applied = log.loc[log["status"].isin(APPLIED) & ~log["dry_run"].astype(bool), "sync_id"].tolist()
+    frames = {
+        "membership_deltas": _by_sync(
+            store.changes_of(applied, with_sync_id=True).assign(dry_run=False), started
+        ),
+        "registry_rejects": _by_sync(store.rejects_of(applied), started),
+        # Last: once a sync's log row is in the warehouse, so are its deltas and rejects.
+        "membership_sync_log": log,
+    }
+    written = {"syncs": len(owed)}
+    for table, frame in frames.items():
+        keep = [c for c in frame.columns if c in TABLES[table].column_names]
+        written[table] = warehouse.write(table, frame[keep]) if len(frame) else 0
+    store.history_delivered(owed)
+    return written
 
 
 def column_schema(table: str) -> dg.TableSchema:
@@ -100,6 +151,8 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
     key_prefix=["audit"],
     group_name=GROUP,
     ins={"sync": dg.AssetIn(key="membership_sync")},
+    # Written last: the sync's deltas and rejects are in the warehouse before its log row.
+    deps=[dg.AssetKey(["audit", "membership_deltas"]), dg.AssetKey(["audit", "registry_rejects"])],
     description="History: the members DB's sync log (failed syncs included).",
     tags={"dagster/kind/warehouse": ""},
     metadata={"dagster/column_schema": column_schema("membership_sync_log")},
@@ -108,7 +161,11 @@ def membership_sync_log_history(
     context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
 ) -> dg.MaterializeResult:
     # Dry runs do not materialize membership_sync, so this only runs after a real sync.
-    return _write(context, warehouse, "membership_sync_log", sync_log_rows(members_db), stamp=False)
+    store = members_db.store()
+    owed = store.history_owed(sync_ids=[sync["sync_id"]])
+    result = _write(context, warehouse, "membership_sync_log", sync_log_rows(members_db), stamp=False)
+    store.history_delivered(owed)  # this sync's whole history is in (the steps above wrote it)
+    return result
 
 
 action_builder_history = [

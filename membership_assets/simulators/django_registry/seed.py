@@ -138,7 +138,7 @@ def generate_registry(members: int = 2000, *, seed: int = 5, invalid: bool = Tru
     plant(_person(rng, make_kennitala(rng, organisation=True)), ["kennitala_is_organisation"])
     plant(_person(rng, make_kennitala(rng)) | {"name": "  "}, ["name_missing"])
     plant(_person(rng, make_kennitala(rng)) | {"email": "not-an-email"}, ["email_invalid"])
-    plant(_person(rng, make_kennitala(rng), status="honorary"), ["status_unknown:honorary"])
+    plant(_person(rng, make_kennitala(rng), status="honorary"), ["status_unknown"])
     # The same person listed twice, identically: merged, not rejected.
     valid = set(data.truth.valid_kennitalas)
     twin = rng.choice([m for m in data.members if str(m["kennitala"]).replace("-", "") in valid])
