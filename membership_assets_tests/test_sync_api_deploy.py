@@ -90,9 +90,9 @@ def test_the_service_and_ingress_reach_the_container_with_the_receivers_limits(m
     labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
-    [path] = ingress["spec"]["rules"][0]["http"]["paths"]
-    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
-    assert path["path"] == "/api/"  # probes are not published
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert all(p["backend"]["service"]["name"] == service["metadata"]["name"] for p in paths)
+    assert {p["path"] for p in paths} == {"/api/", "/admin"}  # probes are not published
     notes = ingress["metadata"]["annotations"]
     body_limit = notes["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(body_limit.rstrip("k")) * 1024 <= DEFAULTS.max_body_bytes
