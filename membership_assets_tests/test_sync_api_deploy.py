@@ -44,7 +44,7 @@ def helm_user_deployment() -> dict:
 def test_the_deployment_runs_the_receiver_from_the_code_location_image(container):
     assert container["command"][:4] == ["python", "-m", "membership_assets", "sync-api"]
     image = helm_user_deployment()["image"]
-    assert container["image"].rsplit(":", 1)[0] == image["repository"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"  # the same immutable tag
     port = container["ports"][0]["containerPort"]
     assert container["command"][-2:] == ["--port", str(port)] and "0.0.0.0" in container["command"]
 
