@@ -40,9 +40,13 @@ def _env_argument(node: ast.AST) -> ast.AST | None:
             return node.args[0]
     if isinstance(node, ast.Subscript) and _is_environ(node.value):
         return node.slice
-    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
-        if _is_environ(node.comparators[0]):
-            return node.left
+    if (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], ast.In | ast.NotIn)
+        and _is_environ(node.comparators[0])
+    ):
+        return node.left
     return None
 
 
