@@ -77,3 +77,121 @@ def test_the_command_writes_and_checks_the_page(tmp_path, monkeypatch):
     assert main(["config-reference"]) == 0
     assert page.read_text() == config_reference.render()
     assert main(["config-reference", "--check"]) == 0
+
+
+# -- troubleshooting: every message a run or a request can end with has an entry -----------------
+#
+# Matching rule. The messages are read from the code's syntax trees, not from a hand-kept list:
+# in the modules below, the text given to every ``raise SomeError(...)``, to ``dg.Failure(...)``
+# (first argument or ``description=``), to ``CatalogMismatch(...)``, and the message of every
+# guard ``Violation(code, message, override)``; for the receiver's and the admin page's refusals
+# (``Rejected(status, reason)``, ``Refused(status, reason)``) the reason code. A message's *key*
+# is its longest piece of literal text (f-string values and concatenated variables cut it into
+# pieces), trimmed of spaces and punctuation at both ends; a message passed on in a variable is
+# followed to the variable's assignment in the same function. docs/troubleshooting.md must contain
+# every key verbatim (case and runs of whitespace ignored, backticks removed). Messages with no
+# literal text of their own (re-raising another error's text) have no key: the text they pass on
+# is extracted where it is written.
+
+MESSAGE_MODULES = [
+    *sorted((ROOT / "membership_assets" / "registry").glob("*.py")),
+    *sorted((ROOT / "membership_assets" / "action_builder").glob("*.py")),
+    *sorted((ROOT / "membership_assets" / "preflight").glob("*.py")),
+    ROOT / "membership_assets" / "connectors" / "http.py",
+    ROOT / "membership_assets" / "scratch.py",
+    ROOT / "membership_assets" / "privacy.py",
+]
+MESSAGE_CALLS = {"Failure", "CatalogMismatch"}
+SECOND_ARGUMENT_CALLS = {"Rejected", "Refused", "Violation"}  # (status or code, reason or message)
+
+
+def _pieces(node, assignments) -> list[str]:
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        out, run = [], ""
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                run += part.value
+            else:
+                out.append(run)
+                run = ""
+        return [*out, run]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _pieces(node.left, assignments), _pieces(node.right, assignments)
+        if left and right:  # "a" "b" across a + join into one run of text
+            return [*left[:-1], left[-1] + right[0], *right[1:]]
+        return left + right
+    if isinstance(node, ast.IfExp):
+        return _pieces(node.body, assignments) + _pieces(node.orelse, assignments)
+    if isinstance(node, ast.Name) and node.id in assignments:
+        return _pieces(assignments[node.id], assignments)
+    return ["", ""]  # text not written here: it breaks the run of literal text
+
+
+def _key(pieces: list[str]) -> str | None:
+    trimmed = [p.strip(" \t\n:;,.()[]{}'\"=") for p in pieces]
+    longest = max(trimmed, key=len, default="")
+    return longest if len(longest.split()) >= 2 or re.fullmatch(r"[a-z_]+", longest or "-") else None
+
+
+def code_messages() -> dict[str, str]:
+    """Key -> where it is written, for every message of MESSAGE_MODULES."""
+    import ast
+
+    found: dict[str, str] = {}
+    for path in MESSAGE_MODULES:
+        tree = ast.parse(path.read_text())
+        for func in [
+            tree,
+            *[n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)],
+        ]:
+            assignments = {
+                t.id: n.value
+                for n in ast.walk(func)
+                if isinstance(n, ast.Assign)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            }
+            raised = {
+                id(n.exc) for n in ast.walk(func) if isinstance(n, ast.Raise) and isinstance(n.exc, ast.Call)
+            }
+            for call in [n for n in ast.walk(func) if isinstance(n, ast.Call)]:
+                name = (
+                    call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+                )
+                if name in SECOND_ARGUMENT_CALLS and len(call.args) >= 2:
+                    message = call.args[1]
+                elif name in MESSAGE_CALLS or id(call) in raised:
+                    described = [k.value for k in call.keywords if k.arg == "description"]
+                    message = call.args[0] if call.args else (described[0] if described else None)
+                else:
+                    continue
+                key = _key(_pieces(message, assignments)) if message is not None else None
+                if key:
+                    found.setdefault(key, f"{path.relative_to(ROOT)}:{call.lineno}")
+    return found
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("`", "")).lower()
+
+
+def test_every_failure_message_has_a_troubleshooting_entry():
+    guide = _normal((ROOT / "docs" / "troubleshooting.md").read_text())
+    messages = code_messages()
+    assert len(messages) >= 80, "the extraction finds the messages (guards, failures, refusals)"
+    for known in (
+        "sync stopped before writing anything",
+        "rate_limited",
+        "would be removed",
+        "compared nothing",
+    ):
+        assert any(known in key for key in messages), known
+    missing = {key: where for key, where in messages.items() if _normal(key) not in guide}
+    assert not missing, (
+        "add an entry (message -> cause -> fix) to docs/troubleshooting.md for:\n"
+        + "\n".join(f"  {where}: {key!r}" for key, where in sorted(missing.items(), key=lambda kv: kv[1]))
+    )
