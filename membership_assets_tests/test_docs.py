@@ -195,3 +195,65 @@ def test_every_failure_message_has_a_troubleshooting_entry():
         "add an entry (message -> cause -> fix) to docs/troubleshooting.md for:\n"
         + "\n".join(f"  {where}: {key!r}" for key, where in sorted(missing.items(), key=lambda kv: kv[1]))
     )
+
+
+# -- the API reference ----------------------------------------------------------------------------
+
+
+def _app_operations(routes, prefix: str = "") -> set[tuple[str, str]]:
+    """(method, path) of every route of a Starlette app, mounted ones included (HEAD is GET's)."""
+    from starlette.routing import Mount, Route
+
+    found: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Mount):
+            found |= _app_operations(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            found |= {(m.lower(), prefix + route.path) for m in (route.methods or {"GET"}) if m != "HEAD"}
+    return found
+
+
+def test_every_route_of_the_sync_service_is_in_the_openapi_document(tmp_path):
+    from membership_assets.registry import openapi
+    from membership_assets.registry.admin import admin_page
+    from membership_assets.registry.webhook import SyncApiSettings, create_app
+
+    url = f"sqlite:///{tmp_path / 'members.sqlite'}"
+    app = create_app(
+        SyncApiSettings(members_db_url=url, webhook_secret="s" * 32), extra_routes=admin_page(url)
+    )
+    served = _app_operations(app.routes)
+    documented = {(method, path) for path, ops in openapi.spec()["paths"].items() for method in ops}
+    assert served == documented, f"undocumented: {served - documented}; gone: {documented - served}"
+    for path, ops in openapi.spec()["paths"].items():
+        for method, op in ops.items():
+            assert op["summary"] and op["responses"], (method, path)
+
+
+def test_the_served_document_equals_docs_openapi_json(tmp_path):
+    import json
+
+    import requests
+
+    from membership_assets.registry import openapi
+    from membership_assets_tests.test_registry_webhook import receiver
+
+    written = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert (ROOT / "docs" / "openapi.json").read_text() == openapi.render(), (
+        "run: python -m membership_assets openapi"
+    )
+    with receiver(f"sqlite:///{tmp_path / 'members.sqlite'}") as base:
+        response = requests.get(f"{base}/api/openapi.json", timeout=10)  # no key, no signature
+    assert response.status_code == 200
+    assert response.json() == written
+    assert written["openapi"].startswith("3.")
+    # Every reason code the receiver answers with is documented on some response.
+    text = json.dumps(written)
+    for code in (
+        "bad_signature",
+        "stale_timestamp",
+        "too_many_pending_events",
+        "limit_out_of_range",
+        "rate_limited",
+    ):
+        assert f'"{code}"' in text, code
