@@ -257,3 +257,47 @@ def test_the_served_document_equals_docs_openapi_json(tmp_path):
         "rate_limited",
     ):
         assert f'"{code}"' in text, code
+
+
+# -- the pages hold together ----------------------------------------------------------------------
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_in_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            if not resolved.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+            elif anchor and resolved.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", resolved.read_text(), flags=re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, broken
+
+
+def test_readme_is_a_front_page_that_leads_to_the_guides():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200
+    for command in ("bash scripts/demo.sh", "bash scripts/test.sh", "python -m membership_assets dev"):
+        assert command in readme
+    # The newcomer's three questions each have a page linked from the front page.
+    for page in ("docs/admin-guide.md", "docs/troubleshooting.md", "docs/configuration.md"):
+        assert f"]({page})" in readme
+    linked = set(re.findall(r"\]\((docs/[^)#]+)", readme))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages <= linked, f"pages no one can find from the README: {pages - linked}"
+    adrs = (ROOT / "docs" / "adr" / "README.md").read_text()
+    for record in sorted((ROOT / "docs" / "adr").glob("0*.md")):
+        assert f"]({record.name})" in adrs
+        assert all(f"## {part}" in record.read_text() for part in ("Context", "Decision", "Consequences"))
