@@ -119,7 +119,11 @@ DJANGO_GUIDE = ROOT / "docs" / "django-integration.md"
 
 def test_the_snippet_is_written_once_and_linked():
     """One copy to keep right: the Django guide holds the file, the other pages link to it."""
-    holders = [p.name for p in sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]) if "membership/signals.py:" in p.read_text()]
+    holders = [
+        p.name
+        for p in sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+        if "membership/signals.py:" in p.read_text()
+    ]
     assert holders == ["django-integration.md"]
     snippet_post(DJANGO_GUIDE.read_text())  # it parses and has _post
     assert "(django-integration.md)" in (ROOT / "docs" / "sync-api.md").read_text()
