@@ -388,6 +388,13 @@ def preflight(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _generated(module: str, args: argparse.Namespace) -> int:
+    """Write (or --check) a reference page generated from the code."""
+    import importlib
+
+    return importlib.import_module(f"membership_assets.{module}").main(["--check"] if args.check else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membership_assets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -433,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=preflight)
     p = sub.add_parser("analyst-views", help="publish the audit views without direct identifiers")
     p.set_defaults(func=analyst_views)
+    p = sub.add_parser("config-reference", help="write docs/configuration.md (--check: exit 1 if stale)")
+    p.add_argument("--check", action="store_true")
+    p.set_defaults(func=lambda a: _generated("config_reference", a))
+    p = sub.add_parser("openapi", help="write docs/openapi.json (--check: exit 1 if stale)")
+    p.add_argument("--check", action="store_true")
+    p.set_defaults(func=lambda a: _generated("registry.openapi", a))
     args = parser.parse_args(argv)
     return args.func(args)
 

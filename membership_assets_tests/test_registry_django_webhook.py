@@ -168,8 +168,9 @@ def _ids(sim) -> list[tuple[int, str]]:
 
 
 def test_the_readme_signals_snippet_sends_the_same_webhook(receiver, monkeypatch):
-    """The few lines README gives a Django project, run against the stand-in's models."""
+    """The file the Django integration guide gives a Django project, run against the stand-in's models."""
     import re
+    import textwrap
     import types
     from pathlib import Path
 
@@ -180,15 +181,15 @@ def test_the_readme_signals_snippet_sends_the_same_webhook(receiver, monkeypatch
 
     from membership_assets.simulators.django_registry.members.models import Comrade
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "membership/signals.py" in b]
-    code = "\n".join(line[2:] if line.startswith("  ") else line for line in snippet.splitlines())
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "django-integration.md").read_text()
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "membership/signals.py" in b]
+    code = textwrap.dedent(snippet)
     code = code.replace("from .models import Comrade", "")
     monkeypatch.setenv("REGISTRY_WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("REGISTRY_WEBHOOK_SECRET_PASSWORD", SECRET)
     module = types.ModuleType("readme_signals")
     module.Comrade = Comrade
-    exec(compile(code, "README.md", "exec"), module.__dict__)
+    exec(compile(code, "docs/django-integration.md", "exec"), module.__dict__)
     try:
         with DjangoRegistrySimulator(generate_registry(3, invalid=False)) as sim:
             sim.remove(sim.data.truth.valid_kennitalas[0])

@@ -159,7 +159,17 @@ def test_client_errors_log_no_traceback_no_sender_bytes_and_bounded_lines(server
 
 _METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"HEAD", b"PATCH", b"G\xc3T"])
 _PATHS = st.sampled_from(
-    [HOOK, "/api/sync/trigger", "/api/sync/status", "/api/sync/logs", "/healthz", "/readyz", "/", "/%ff%00"]
+    [
+        HOOK,
+        "/api/sync/trigger",
+        "/api/sync/status",
+        "/api/sync/logs",
+        "/healthz",
+        "/readyz",
+        "/api/openapi.json",
+        "/",
+        "/%ff%00",
+    ]
 ).map(str.encode)
 _HEADER_NAMES = st.sampled_from(
     [

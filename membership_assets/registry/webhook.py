@@ -54,6 +54,7 @@ from .events import (
     ReceiverStore,
 )
 from .history import LOG_COLUMNS, sync_rows  # noqa: F401  (LOG_COLUMNS: the API's fields)
+from .openapi import OPENAPI_PATH, openapi_endpoint
 from .store import MembersStore
 
 __all__ = ["LOCAL_API_KEY", "LOCAL_WEBHOOK_SECRET"]  # re-exported: the stand-in signs with it
@@ -624,6 +625,7 @@ class Receiver:
             Route("/api/sync/logs", self.logs, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),  # docs/openapi.json, no data
         ]
 
 

@@ -90,7 +90,7 @@ class LocalSimulators:
                 data,
                 token=SIMULATED_DJANGO_TOKEN,
                 port=self.django_port,
-                # The sync service's webhook receiver, when one runs (see README, registry section).
+                # The sync service's webhook receiver, when one runs (see docs/sync-api.md).
                 webhook_url=os.getenv("REGISTRY_WEBHOOK_URL"),
             )
             if existed and self.advance_registry:
