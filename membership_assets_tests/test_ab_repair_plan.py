@@ -141,7 +141,7 @@ def test_the_report_says_what_repair_will_do_and_who_needs_a_human():
         assert section.title == "Automatic tag repair"
         return " ".join([*section.paragraphs, *(str(cell) for row in section.table.rows for cell in row)])
 
-    assert "Automatic repair is off (dry run): 2 people could be repaired" in text()
+    assert "Automatic repair is off: 2 people could be repaired" in text()
     assert "ACTION_BUILDER_APPLY_REPAIRS=true" in text()
     assert "2 people get the right tags added and then the outdated ones removed" in text(live=True)
     assert "nobody is repaired until an administrator" in text(live=True, max_repairs=1)

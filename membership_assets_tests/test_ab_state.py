@@ -150,6 +150,7 @@ def test_column_schemas_match_the_tables_a_run_produces(defs, instance, ab_sim):
         "membership_mismatches": ("membership_mismatches", "membership_mismatches"),
         "planned_tag_deletions": ("membership_mismatches", "planned_tag_deletions"),
         "outdated_tagging_deletions": ("outdated_tagging_deletions", "result"),
+        "planned_tag_repairs": ("planned_tag_repairs", "result"),
     }
     for key, (node, output) in outputs.items():
         frame = result.output_for_node(node, output)
@@ -161,6 +162,9 @@ def test_column_schemas_match_the_tables_a_run_produces(defs, instance, ab_sim):
     assert [c.name for c in schema.columns] == list(csv.columns)
     described = {c.name: c.description for c in schema.columns}
     assert "unit connection" in described["correct_unit"] and "now" in described["tagged_unit"]
+    repairs = pd.read_csv(result.output_for_node("tag_repair_report")["path"], dtype=str)
+    schema = specs[dg.AssetKey("tag_repair_report")].metadata["dagster/column_schema"]
+    assert [c.name for c in schema.columns] == list(repairs.columns)
 
 
 def test_implausible_findings_do_not_become_the_campaign_count(defs, instance, ab_sim):

@@ -466,16 +466,32 @@ def merge_repair_outcomes(
 
 # -- report ---------------------------------------------------------------------------------------
 
-REPAIR_REPORT_COLUMNS = [
-    "uuid",
-    "outcome",
-    "added",
-    "removed",
-    "why",
-    "first_name",
-    "last_name",
-    "action_builder_url",
-]
+# The repairs CSV for the organizers: column -> what it holds.
+REPAIR_REPORT_SCHEMA = {
+    "uuid": "The person's Action Builder id.",
+    "outcome": "What happened to the person's tags (repaired, would be repaired, needs a human, ...).",
+    "added": "Tags added (field: value), in order.",
+    "removed": "Outdated tags removed (field: value), after the right ones were on.",
+    "why": "For a person left to a human: why the repair could not be done automatically.",
+    "first_name": "Personal data: for finding the person in Action Builder.",
+    "last_name": "Personal data: for finding the person in Action Builder.",
+    "action_builder_url": "The person's page in Action Builder.",
+}
+REPAIR_REPORT_COLUMNS = list(REPAIR_REPORT_SCHEMA)
+# The repair plan (planned_tag_repairs): RepairStep's fields.
+REPAIR_STEP_DESCRIPTIONS = {
+    "person_id": "The person's Action Builder id.",
+    "seq": "Order of the step within the person's repair (adds first, then removals).",
+    "step": "add | remove | hold",
+    "field": "The tag field (unit, membership type or status).",
+    "value": "add: the value added; remove: the outdated value.",
+    "expected_value": "The value the person must end up with for this field.",
+    "section": "The tag's catalog section.",
+    "tag_id": "The catalog tag added or whose tagging is removed.",
+    "tagging_id": "remove: the outdated tagging.",
+    "reason": "hold: why a human must look (a HOLD_REASONS key).",
+    "mode": "live | dry_run | blocked_cap (over the run's cap: nobody repaired).",
+}
 REPAIR_REPORT_NAME_COLUMNS = ("first_name", "last_name")
 # A person's outcome, from their rows: the first rule that matches.
 OUTCOME_TEXT = {
@@ -612,7 +628,7 @@ def repair_plan_section(steps: Sequence[RepairStep]) -> Section:
         )
     else:
         lead = (
-            f"Automatic repair is off (dry run): {plural(n, 'person', 'people')} could be repaired "
+            f"Automatic repair is off: {plural(n, 'person', 'people')} could be repaired "
             "automatically once an administrator sets ACTION_BUILDER_APPLY_REPAIRS=true. Until "
             "then, fix them by hand as described above."
         )

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from .. import pools
-from ..metadata import md_preview
+from ..metadata import dataclass_columns, md_preview, table_schema
 from ..warehouse.assets import column_schema
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
@@ -25,6 +25,8 @@ from .repair import (
     OUTCOME_COLUMNS,
     REPAIR_REPORT_COLUMNS,
     REPAIR_REPORT_NAME_COLUMNS,
+    REPAIR_REPORT_SCHEMA,
+    REPAIR_STEP_DESCRIPTIONS,
     RepairOutcome,
     RepairStep,
     execute_repairs,
@@ -49,7 +51,12 @@ class RepairPlanConfig(dg.Config):
     max_repairs: int = Field(default=500, description="Repair nobody if more people than this are planned.")
 
 
-@dg.asset(group_name=GROUP, tags=KIND, pool=pools.ACTION_BUILDER)
+@dg.asset(
+    group_name=GROUP,
+    tags=KIND,
+    pool=pools.ACTION_BUILDER,
+    metadata={"dagster/column_schema": table_schema(dataclass_columns(RepairStep, REPAIR_STEP_DESCRIPTIONS))},
+)
 def planned_tag_repairs(
     context: dg.AssetExecutionContext,
     config: RepairPlanConfig,
@@ -219,7 +226,13 @@ def repair_csv(rows: list[dict], people: pd.DataFrame) -> tuple[bytes, int]:
     return buf.getvalue().encode(), len(report)
 
 
-@dg.asset(group_name=GROUP, tags={"dagster/kind/csv": ""})
+@dg.asset(
+    group_name=GROUP,
+    tags={"dagster/kind/csv": ""},
+    metadata={
+        "dagster/column_schema": table_schema((c, "string", text) for c, text in REPAIR_REPORT_SCHEMA.items())
+    },
+)
 def tag_repair_report(
     context: dg.AssetExecutionContext,
     action_builder: ActionBuilderResource,
