@@ -510,3 +510,17 @@ def test_production_without_its_variables_names_each_one(tmp_path, monkeypatch, 
     assert "✗ Action Builder configuration: not set: ACTION_BUILDER_CREDENTIALS_PASSWORD" in out
     assert "fix: set DJANGO_API_KEY_PASSWORD, DJANGO_API_URL" in out
     assert "fix: set SYNC_API_URL" in out
+
+
+def test_a_registry_url_without_any_token_is_named_before_any_request(tmp_path, monkeypatch, capsys):
+    from membership_assets.__main__ import main
+
+    monkeypatch.setenv("MEMBERSHIP_ENV", "production")
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DJANGO_API_URL", "http://127.0.0.1:9")  # closed: no request may be needed
+    for var in ("DJANGO_API_KEY_PASSWORD", "DJANGO_API_PASSWORD", "DAGSTER_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["preflight", "--only", "registry"]) == 1
+    out = capsys.readouterr().out
+    assert "✗ Registry" in out and "no API token configured" in out
+    assert "DJANGO_API_KEY_PASSWORD (or DJANGO_API_PASSWORD" in out

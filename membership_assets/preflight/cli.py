@@ -47,14 +47,23 @@ def resolve(resources: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         return {k: getattr(built, k) for k in keys}
 
 
-def configuration_failure(system: str, exc: Exception) -> Check:
+def configuration_failure(system: str, exc: Exception, also_unset: tuple[str, ...] = ()) -> Check:
     """A resource that could not be built: name the unset variables when that is why."""
-    unset = sorted(set(re.findall(r"'env': '([A-Za-z0-9_]+)'", str(exc))))
+    unset = sorted(set(re.findall(r"'env': '([A-Za-z0-9_]+)'", str(exc))) | set(also_unset))
     if unset:
         return fail(system, "configuration", f"not set: {', '.join(unset)}", f"set {', '.join(unset)}")
     return fail(
         system, "configuration", safe_error(exc), "check this system's variables (docs/going-live.md)"
     )
+
+
+def _unset_optional_secrets(system: str) -> tuple[str, ...]:
+    """Variables a resource reads only when set, but of which the system needs one."""
+    if system == "registry" and not (
+        os.getenv("DJANGO_API_PASSWORD") or os.getenv("DJANGO_API_KEY_PASSWORD")
+    ):
+        return ("DJANGO_API_KEY_PASSWORD",)  # or DJANGO_API_PASSWORD: either is the token
+    return ()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -68,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             resolved = resolve(resources, NEEDS[system])
         except Exception as exc:  # noqa: BLE001 - a missing variable is the finding
-            checks.append(configuration_failure(LABELS[system], exc))
+            checks.append(configuration_failure(LABELS[system], exc, _unset_optional_secrets(system)))
             continue
         checks += run_preflight(resolved, settings, instance=instance, systems=[system])
     result = as_json(checks)

@@ -14,11 +14,17 @@ from ..registry.validation import MISSING_STATUS_ACTIVE, validate_members
 from .core import Check, fail, ok, safe_error
 
 SYSTEM = "Registry"
-KEY_FIX = "set DJANGO_API_KEY_PASSWORD (and DJANGO_AUTH_SCHEME: Token or Bearer) to a staff API token"
+KEY_FIX = (
+    "set DJANGO_API_KEY_PASSWORD (or DJANGO_API_PASSWORD; and DJANGO_AUTH_SCHEME: Token or Bearer) "
+    "to a staff API token"
+)
 
 
 def check_registry(django: Any, policy: Any) -> list[Check]:
-    client = django.open_client()
+    try:
+        client = django.open_client()
+    except AuthError:  # no token configured: nothing to send
+        return [fail(SYSTEM, "auth", "no API token configured", KEY_FIX)]
     try:
         checks, resp = _first_page(client, django)
         if resp is None:
