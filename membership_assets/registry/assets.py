@@ -192,6 +192,14 @@ class RegistryRead:
         }
 
 
+def listing_frame(listing: RegistryListing) -> pd.DataFrame:
+    """The listing's rows as a frame (shared with the admin page's preview)."""
+    frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
+    # A number (DRF IntegerField) becomes its digits, the lost leading zero restored; text as is.
+    frame["kennitala"] = frame["kennitala"].map(kennitala_text).astype(object)
+    return frame
+
+
 def fetch_registry(django: DjangoRegistryResource, members_db: MembersDatabase, log) -> RegistryRead:
     """Every row the registry lists, read again while paging may have hidden a current member."""
     client = django.open_client(log=log)
@@ -199,9 +207,7 @@ def fetch_registry(django: DjangoRegistryResource, members_db: MembersDatabase, 
         listing = read_registry(client, members_db.store().current_members())
     finally:
         client.api.close()
-    frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
-    # A number (DRF IntegerField) becomes its digits, the lost leading zero restored; text as is.
-    frame["kennitala"] = frame["kennitala"].map(kennitala_text).astype(object)
+    frame = listing_frame(listing)
     log.info(
         f"registry listed {len(frame)} rows in {listing.pages} page(s) ({listing.shape}); "
         f"{listing.listings} listing(s) read"

@@ -102,16 +102,14 @@ def registry_planner(django: Any, policy: Any) -> Planner:
     RegistrySyncPolicy, both with plain values (not EnvVar)."""
 
     def plan(store: MembersStore):
-        from .assets import RAW_COLUMNS, plan_sync, read_registry, validate_listing
-        from .validation import kennitala_text
+        from .assets import listing_frame, plan_sync, read_registry, validate_listing
 
         client = django.open_client()
         try:
             listing = read_registry(client, store.current_members())
         finally:
             client.api.close()
-        frame = pd.DataFrame(listing.rows, columns=RAW_COLUMNS)
-        frame["kennitala"] = frame["kennitala"].map(kennitala_text).astype(object)
+        frame = listing_frame(listing)
         valid, rejects, _ = validate_listing(frame, policy)
         return plan_sync(store, policy, frame, valid, rejects)
 
