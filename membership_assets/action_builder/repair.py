@@ -635,7 +635,7 @@ def repair_plan_section(steps: Sequence[RepairStep]) -> Section:
     table = None
     if held:
         table = Table(
-            ("why a person needs a human", "people"), tuple((why, k) for why, k in held.most_common())
+            ("Why a person needs a human", "People"), tuple((why, k) for why, k in held.most_common())
         )
     paragraphs = (lead,) + (
         (f"{plural(sum(held.values()), 'person', 'people')} cannot be repaired automatically:",)
