@@ -27,9 +27,9 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -74,11 +74,16 @@ class CatalogMismatch(ScanAborted):
     """The configured field, connection type or entity type names are not the campaign's."""
 
 
+# -- what a scan returns -------------------------------------------------------------------------
+
+
 @dataclass
 class CampaignSnapshot:
+    """Everything one scan read: what tag hygiene judges, and how the reading went."""
+
     since: datetime | None
     strategy: str
-    entities: list[Person]
+    entities: list[Person]  # people and units alike: the people listing holds every entity type
     units: dict[str, Unit]
     connections: list[Connection]
     taggings: list[Tagging]
@@ -104,6 +109,92 @@ class CampaignSnapshot:
     @property
     def seconds(self) -> float:
         return self.finished_at - self.started_at
+
+
+# -- what each step returns, in step order -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameChecks:
+    """The evidence for the two names the catalog endpoints only verify, gathered step by step."""
+
+    connection_type: NameCheck
+    unit_type: NameCheck
+
+
+@dataclass(frozen=True)
+class EntityListing:
+    """Step 2: every entity the people listing holds (people and units alike), units by id."""
+
+    entities: list[Person]
+    units: dict[str, Unit]
+    quarantined: dict[str, str]  # entity id -> why it could not be read
+
+    @property
+    def people(self) -> list[Person]:
+        return [e for e in self.entities if e.is_person]
+
+
+@dataclass(frozen=True)
+class SampleCheck:
+    """Step 3's cross-check: a fixed sample of people read one by one, compared with what the
+    per-unit listings said of them."""
+
+    person_ids: list[str]
+    with_unit_connection: int  # of the sample, per their own listings
+    differing: int  # of the sample, where the per-unit listings said otherwise
+
+    @property
+    def share_with_unit_connection(self) -> float:
+        return self.with_unit_connection / len(self.person_ids)
+
+
+@dataclass(frozen=True)
+class UnitConnections:
+    """Step 3: each readable person's unit connections, and how they were read."""
+
+    by_person: dict[str, list[Connection]]
+    mode: str  # "per_unit" | "per_person"
+    sample: SampleCheck | None  # taken only when the per-unit listings were read and readable
+    quarantined: dict[str, str]
+    resumed: int  # reads taken from the checkpoint
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class FetchedUnits:
+    """Step 4: the units an incremental listing did not include, read one by one."""
+
+    units: dict[str, Unit]
+    resumed: int
+
+
+@dataclass(frozen=True)
+class TaggingRead:
+    """Step 5: membership taggings, and which way (and at what cost) they were read."""
+
+    taggings: list[Tagging]
+    strategy: str  # "per_tag" | "per_person"
+    costs: dict[str, int]
+    quarantined: dict[str, str]
+    resumed: int
+
+
+@dataclass(frozen=True)
+class NameEvidence:
+    """Step 7: which reads confirmed each name (a line each), and notes where a catalog gave none."""
+
+    lines: list[str]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One concurrent read per key (see ``CampaignScanner._fetch_each``)."""
+
+    values: dict[str, Any]  # None for a key that answered 404
+    failures: dict[str, ApiError]  # in the order they happened
+    resumed: int  # values taken from the checkpoint
 
 
 class Progress:
@@ -138,6 +229,8 @@ class Progress:
 
 
 class CampaignScanner:
+    """Reads one campaign for tag hygiene; each ``scan()`` is independent of any earlier one."""
+
     def __init__(
         self,
         client: ActionBuilderClient,
@@ -158,156 +251,95 @@ class CampaignScanner:
         self.max_quarantined = max_quarantined
         self.max_quarantined_fraction = max_quarantined_fraction
         self.progress_every = progress_every
-        self.quarantined: dict[str, str] = {}
-        self.resumed = 0
-        self.notes: list[str] = []
-        # (share of sampled people with a unit connection, sample size), when per-unit reads ran
-        self.sample_expectation: tuple[float, int] | None = None
-        self._own_connections: dict[str, list[Connection]] = {}
-        self.cross_checked: list[str] = []
-        self.connection_check = NameCheck(
-            "connection type", names.connection_type, "ACTION_BUILDER_CONNECTION_TYPE", catalog_decisive=False
-        )
-        # Entity types are compared case-insensitively ("Person" is sent, "person" answered).
-        self.unit_type_check = NameCheck(
-            "unit entity type", names.unit_entity_type, "ACTION_BUILDER_UNIT_ENTITY_TYPE", casefold=True
-        )
-        self._lock = threading.Lock()
-
-    # -- helpers --------------------------------------------------------------------------------
-
-    def _quarantine(self, person_id: str, reason: str) -> None:
-        with self._lock:
-            self.quarantined.setdefault(person_id, reason)
-        self.log.warning(f"quarantined person {person_id}: {reason}")
-
-    def _note(self, message: str) -> None:
-        """Something the run's summary must say (e.g. a fallback), not only the log."""
-        self.notes.append(message)
-        self.log.warning(message)
-
-    def _check_quarantine(self, population: int) -> None:
-        limit = max(self.max_quarantined, math.floor(self.max_quarantined_fraction * population))
-        if len(self.quarantined) > limit:
-            sample = "; ".join(f"{k}: {v}" for k, v in list(self.quarantined.items())[:5])
-            raise ScanAborted(
-                f"{len(self.quarantined)} of {population} people could not be read (limit {limit}); "
-                f"refusing to judge the campaign on partial data. First: {sample}"
-            )
-
-    def _page_cache(self, listing: str) -> PageCache | None:
-        return self.cp.page_cache(listing) if self.cp else None
-
-    def _fetch_each(
-        self,
-        pool: ThreadPoolExecutor,
-        kind: str,
-        keys: Iterable[str],
-        fetch: Callable[[str], Any],
-        owner: Callable[[str], list[str]],
-    ) -> dict[str, Any]:
-        """Fetch one result per key concurrently, checkpointing each; failures quarantine owners."""
-        results: dict[str, Any] = self.cp.load(kind) if self.cp else {}
-        keys = list(dict.fromkeys(keys))
-        wanted = set(keys)
-        results = {k: v for k, v in results.items() if k in wanted}
-        self.resumed += len(results)
-        todo = [k for k in keys if k not in results]
-        if results:
-            self.log.info(f"{kind}: resuming, {len(results)} of {len(keys)} already fetched")
-        progress = Progress(self.log, kind, len(todo), self.progress_every)
-        futures = {pool.submit(fetch, k): k for k in todo}
-        try:
-            for fut in as_completed(futures):
-                key = futures[fut]
-                try:
-                    value = fut.result()
-                except AuthError:
-                    raise
-                except ApiError as exc:
-                    if isinstance(exc, NotFoundError):
-                        results[key] = None
-                    owners = owner(key)
-                    for pid in owners:
-                        self._quarantine(pid, f"{kind} failed: {exc}")
-                    if not owners:
-                        self.log.warning(f"{kind} {key} failed: {exc}")
-                    continue
-                finally:
-                    progress.tick()
-                results[key] = value
-                if self.cp:
-                    self.cp.save(kind, key, value)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            if self.cp:
-                self.cp.flush()
-        return results
-
-    # -- the scan ---------------------------------------------------------------------------------
 
     def scan(
         self, *, since: datetime | None = None, strategy: str = "auto", connections: str = "auto"
     ) -> CampaignSnapshot:
-        """Read what tag hygiene needs, in named steps; see the module docstring for why so."""
+        """Read what tag hygiene needs, in the numbered steps below (see the module docstring for
+        why so). A person set aside (quarantined) by one step is never judged by a later one."""
         _check_options(since, strategy, connections)
+        full = since is None
         started = time.time()
         # A resumed scan's data dates from its first attempt: changes are read since then.
         first_started = self.cp.first_started_at(started) if self.cp else started
         earlier_requests = self.cp.earlier_requests() if self.cp else []
         if self.cp:
             self.cp.track_requests(self.client.stats.snapshot)
+        checks = self._name_checks()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ab-scan") as pool:
 
             def map_fn(fn, xs):
                 return pool.map(fn, xs)
 
-            catalog = self._read_and_verify_catalog(map_fn)
-            entities, units = self._read_entities(map_fn, since)
-            persons = [e for e in entities if e.is_person]
-            self._confirm_unit_type(entities, full=since is None)
-            by_person, conn_mode = self._unit_connections(pool, map_fn, persons, entities, since, connections)
-            self._confirm_connection_type(len(persons))
-            source = _source_connections(by_person)
-            self._check_quarantine(len(persons))
-            self._read_missing_units(pool, source, units)
-            judged = [pid for pid in source if pid not in self.quarantined]
-            taggings, chosen, costs = self._read_taggings(pool, map_fn, strategy, catalog, judged, source)
-            self._check_quarantine(len(persons))
+            catalog = self._read_and_verify_catalog(map_fn, checks)  # 1
+            listing = self._read_entities(map_fn, since)  # 2
+            quarantined = dict(listing.quarantined)
+            people = listing.people
+            self._confirm_unit_type(checks, listing.entities, full=full)
+            connected = self._read_unit_connections(  # 3
+                pool, map_fn, listing, since, connections, checks, quarantined
+            )
+            quarantined = _with_quarantined(quarantined, connected.quarantined)
+            self._confirm_connection_type(checks, len(people))
+            source = _source_connections(connected.by_person)
+            self._check_quarantine(quarantined, len(people))
+            fetched_units = self._read_missing_units(pool, source, listing.units)  # 4
+            judged = [pid for pid in source if pid not in quarantined]
+            tagged = self._read_taggings(pool, map_fn, strategy, catalog, judged, source)  # 5
+            quarantined = _with_quarantined(quarantined, tagged.quarantined)
+            self._check_quarantine(quarantined, len(people))
 
-        judged = [pid for pid in judged if pid not in self.quarantined]
-        self._check_judged(len(persons), judged, conn_mode)
-        name_evidence = self._name_evidence(full=since is None)
+        judged = [pid for pid in judged if pid not in quarantined]
+        judged_notes = self._check_judged(len(people), judged, connected)  # 6
+        evidence = self._name_evidence(checks, full=full)  # 7
         return CampaignSnapshot(
             since=since,
-            strategy=chosen,
-            entities=entities,
-            units=units,
-            connections=[c for pid in sorted(by_person) for c in by_person[pid]],
-            taggings=_membership_taggings(taggings, catalog, judged, source, self.names),
+            strategy=tagged.strategy,
+            entities=listing.entities,
+            units={**listing.units, **fetched_units.units},
+            connections=[c for pid in sorted(connected.by_person) for c in connected.by_person[pid]],
+            taggings=_membership_taggings(tagged.taggings, catalog, judged, source, self.names),
             tags=catalog,
-            quarantined=dict(self.quarantined),
+            quarantined=quarantined,
             judged_person_ids=judged,
             started_at=started,
             finished_at=time.time(),
             # The logical scan's cost: every attempt's requests, not only this one's.
             requests=add_request_stats([*earlier_requests, self.client.stats.snapshot()]),
             attempt_requests=self.client.stats.snapshot(),
-            resumed_items=self.resumed + (self.cp.reused_pages if self.cp else 0),
-            strategy_costs=costs,
-            connections_strategy=conn_mode,
-            notes=list(self.notes),
-            cross_checked=list(self.cross_checked),
-            name_evidence=name_evidence,
+            resumed_items=connected.resumed
+            + fetched_units.resumed
+            + tagged.resumed
+            + (self.cp.reused_pages if self.cp else 0),
+            strategy_costs=tagged.costs,
+            connections_strategy=connected.mode,
+            notes=[*connected.notes, *judged_notes, *evidence.notes],
+            cross_checked=connected.sample.person_ids if connected.sample else [],
+            name_evidence=evidence.lines,
             first_started_at=first_started,
+        )
+
+    def _name_checks(self) -> NameChecks:
+        """Fresh evidence for this scan's names."""
+        return NameChecks(
+            connection_type=NameCheck(
+                "connection type",
+                self.names.connection_type,
+                "ACTION_BUILDER_CONNECTION_TYPE",
+                catalog_decisive=False,
+            ),
+            # Entity types are compared case-insensitively ("Person" is sent, "person" answered).
+            unit_type=NameCheck(
+                "unit entity type",
+                self.names.unit_entity_type,
+                "ACTION_BUILDER_UNIT_ENTITY_TYPE",
+                casefold=True,
+            ),
         )
 
     # -- step 1: the campaign's catalog must know the names the rules rely on ----------------------
 
-    def _read_and_verify_catalog(self, map_fn) -> list[dict[str, Any]]:
+    def _read_and_verify_catalog(self, map_fn, checks: NameChecks) -> list[dict[str, Any]]:
         """Tag catalog (required: tag ids come from it), then the connection and entity type
         catalogs, which only verify; fail naming what exists when evidence contradicts a name.
 
@@ -323,12 +355,12 @@ class CampaignScanner:
                 problems.append(_missing("tag field", configured, fields))
         for check, read, namer, endpoint in (
             (
-                self.connection_check,
+                checks.connection_type,
                 self.client.list_connection_types,
                 connection_type_names,
                 "connection_types",
             ),
-            (self.unit_type_check, self.client.list_entity_types, entity_type_names, "entity_types"),
+            (checks.unit_type, self.client.list_entity_types, entity_type_names, "entity_types"),
         ):
             problem = check.against_catalog(self._catalog_names(read, namer, endpoint), endpoint)
             if problem:
@@ -349,37 +381,10 @@ class CampaignScanner:
             return missing_catalog(why)
         return read_catalog(entries, namer)
 
-    def _confirm_unit_type(self, entities: list[Person], *, full: bool) -> None:
-        """A full listing holds every entity: its types confirm or contradict the unit type."""
-        if not full:
-            return  # only full scans read per unit; an incremental listing proves nothing here
-        self.unit_type_check.observe(
-            "the people listing", (e.entity_type for e in entities if not e.is_person)
-        )
-        problem = self.unit_type_check.against_reads(conclusive=True)
-        if problem:
-            raise _mismatch([problem])
-
-    def _confirm_connection_type(self, persons: int) -> None:
-        """The labels on the connections read confirm the connection type, or (when enough
-        people were read and none shows it) contradict it, naming the labels seen."""
-        problem = self.connection_check.against_reads(conclusive=persons >= SAMPLE_SIZE)
-        if problem:
-            raise _mismatch([problem])
-
-    def _name_evidence(self, *, full: bool) -> list[str]:
-        """Which evidence confirmed each name; a note whenever a catalog gave none."""
-        checks = [self.connection_check, *([self.unit_type_check] if full else [])]
-        for check in checks:
-            if check.catalog_missing:
-                self._note(f"{check.catalog_missing}: {check.evidence()}")
-            else:
-                self.log.info(check.evidence())
-        return [c.evidence() for c in (self.connection_check, self.unit_type_check)]
-
     # -- step 2: people and units (one listing holds every entity type) -------------------------
 
-    def _read_entities(self, map_fn, since: datetime | None) -> tuple[list[Person], dict[str, Unit]]:
+    def _read_entities(self, map_fn, since: datetime | None) -> EntityListing:
+        """Every entity listed (modified ``since``, when given); an unreadable one is set aside."""
         raw_entities = self.client.list_people(
             since,
             map_fn=map_fn,
@@ -389,82 +394,39 @@ class CampaignScanner:
         self.log.info(f"listed {len(raw_entities)} entities" + (f" modified since {since}" if since else ""))
         entities: list[Person] = []
         units: dict[str, Unit] = {}
+        quarantined: dict[str, str] = {}
         for raw in raw_entities:
             try:
                 entity = person_from_api(raw)
             except RecordError as exc:
-                self._quarantine(native_id(raw) or "<no id>", f"unreadable entity: {exc}")
+                self._quarantine(quarantined, native_id(raw) or "<no id>", f"unreadable entity: {exc}")
                 continue
             entities.append(entity)
             if not entity.is_person:
                 units[entity.person_id] = unit_from_api(raw)
-        return entities, units
+        return EntityListing(entities, units, quarantined)
 
-    # -- step 4: units an incremental listing did not include ------------------------------------
+    def _confirm_unit_type(self, checks: NameChecks, entities: list[Person], *, full: bool) -> None:
+        """A full listing holds every entity: its types confirm or contradict the unit type."""
+        if not full:
+            return  # only full scans read per unit; an incremental listing proves nothing here
+        checks.unit_type.observe("the people listing", (e.entity_type for e in entities if not e.is_person))
+        problem = checks.unit_type.against_reads(conclusive=True)
+        if problem:
+            raise _mismatch([problem])
 
-    def _read_missing_units(self, pool, source: dict[str, Connection], units: dict[str, Unit]) -> None:
-        missing = sorted({c.other_id for c in source.values() if c.other_id and c.other_id not in units})
-        raw_units = self._fetch_each(pool, "units", missing, self.client.get_entity, lambda _uid: [])
-        for uid, raw in raw_units.items():
-            if raw is None:
-                continue
-            try:
-                units[uid] = unit_from_api(raw)
-            except RecordError as exc:
-                self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
+    # -- step 3: unit connections, per unit or per person ------------------------------------------
 
-    # -- step 5: membership taggings, per tag or per person ---------------------------------------
-
-    def _read_taggings(
+    def _read_unit_connections(
         self,
         pool,
         map_fn,
-        strategy: str,
-        catalog: list[dict[str, Any]],
-        judged: list[str],
-        source: dict[str, Connection],
-    ) -> tuple[list[Tagging], str, dict[str, int]]:
-        relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
-        caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
-        chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, caches)
-        if chosen == "per_tag":
-            taggings = self._taggings_per_tag(relevant_tags, map_fn, caches)
-            if taggings is not None:
-                return taggings, chosen, costs
-            chosen = "per_person"
-        return self._taggings_per_person(pool, judged, source), chosen, costs
-
-    # -- step 6: a scan that judged nobody (or far too few) is not a success ----------------------
-
-    def _check_judged(self, persons: int, judged: list[str], conn_mode: str) -> None:
-        if persons and not judged and persons < SAMPLE_SIZE:
-            # A handful of recently modified people may well all be non-members: say so.
-            self._note(f"none of the {persons} people read has a unit connection; nobody judged")
-        elif persons and not judged:
-            raise ScanAborted(
-                f"read {persons} people but judged none: no unit connections of type "
-                f"{self.names.connection_type!r} were found (connections read {conn_mode}). "
-                "Refusing to report success on a scan that compared nothing."
-            )
-        if self.sample_expectation is not None and persons >= SAMPLE_SIZE:
-            share, sampled = self.sample_expectation
-            if len(judged) < persons * share * MIN_JUDGED_OF_EXPECTED:
-                raise ScanAborted(
-                    f"judged {len(judged)} of {persons} people, far fewer than the "
-                    f"{share:.0%} with a unit connection among {sampled} people read one by one"
-                )
-
-    # -- unit connections -------------------------------------------------------------------------
-
-    def _unit_connections(
-        self,
-        pool,
-        map_fn,
-        persons: list[Person],
-        entities: list[Person],
+        listing: EntityListing,
         since: datetime | None,
         requested: str,
-    ) -> tuple[dict[str, list[Connection]], str]:
+        checks: NameChecks,
+        set_aside: Mapping[str, str],
+    ) -> UnitConnections:
         """Every readable person's "People + Units" connections, read per person or per unit.
 
         A connection is one object seen from both ends, so a unit's connection listing holds all
@@ -476,75 +438,44 @@ class CampaignScanner:
         """
         units = [
             e.person_id
-            for e in entities
+            for e in listing.entities
             if e.entity_type.strip().lower() == self.names.unit_entity_type.lower()
         ]
         mode = requested
         if requested == "auto":
             mode = "per_unit" if since is None and units else "per_person"
-        wanted = [p.person_id for p in persons if p.person_id not in self.quarantined]
+        wanted = [p.person_id for p in listing.people if p.person_id not in set_aside]
+        reads = _PersonReads()
+
+        def result(
+            by_person: dict[str, list[Connection]], mode: str, sample=None, notes=()
+        ) -> UnitConnections:
+            return UnitConnections(by_person, mode, sample, reads.quarantined, reads.resumed, list(notes))
+
         if mode == "per_person":
-            return self._connections_per_person(pool, wanted), mode
-        found = self._connections_per_unit(map_fn, units, set(wanted))
-        if found is not None:
-            disagreement = self._cross_check_sample(pool, found, wanted)
-            if disagreement:
-                self._note(
-                    f"per-unit connection listings disagree with per-person reads ({disagreement}); "
-                    "reading every person's connections one by one instead"
-                )
-                found = None
+            return result(self._connections_per_person(pool, wanted, checks, reads), mode)
+        found = self._connections_per_unit(map_fn, units, set(wanted), checks)
         if found is None:
-            return self._connections_per_person(pool, wanted), "per_person"
+            return result(self._connections_per_person(pool, wanted, checks, reads), "per_person")
+        sample = self._cross_check_sample(pool, found, wanted, checks, reads)
+        if sample.differing:
+            note = self._note(
+                f"per-unit connection listings disagree with per-person reads ({sample.differing} of "
+                f"{len(sample.person_ids)} sampled people); reading every person's connections one by one instead"
+            )
+            everyone = self._connections_per_person(pool, wanted, checks, reads)
+            return result(everyone, "per_person", sample, [note])
         # The person's own listing order decides between several inactive unit connections.
         ordered = [pid for pid, cs in found.items() if len(cs) > 1 and all(c.inactive for c in cs)]
         if ordered:
-            found.update(self._connections_per_person(pool, ordered))
-        return found, mode
-
-    def _cross_check_sample(self, pool, found: dict[str, list[Connection]], wanted: list[str]) -> str | None:
-        """Read a fixed sample of people per person; describe any disagreement with ``found``."""
-        sample = sorted(wanted, key=sample_order)[:SAMPLE_SIZE]
-        self.cross_checked = sample
-        if not sample:
-            return None
-        own = self._connections_per_person(pool, sample, "the sample's own connections")
-        with_unit = sum(1 for pid in sample if own.get(pid))
-        self.sample_expectation = (with_unit / len(sample), len(sample))
-        differing = [
-            pid
-            for pid in sample
-            if pid in own or pid in found
-            if {c.connection_id for c in own.get(pid, [])} != {c.connection_id for c in found.get(pid, [])}
-        ]
-        if differing:
-            return f"{len(differing)} of {len(sample)} sampled people"
-        return None
-
-    def _connections_per_person(
-        self, pool, person_ids: list[str], source: str = "people's own connections"
-    ) -> dict[str, list[Connection]]:
-        todo = [pid for pid in person_ids if pid not in self._own_connections]
-        raw = self._fetch_each(pool, "connections", todo, self.client.list_connections, lambda pid: [pid])
-        for pid in todo:
-            if pid in self.quarantined or raw.get(pid) is None:
-                continue
-            try:
-                conns = [connection_from_api(c, pid, i) for i, c in enumerate(raw[pid])]
-            except RecordError as exc:
-                self._quarantine(pid, f"unreadable connection: {exc}")
-                continue
-            self.connection_check.observe(source, (c.connection_type for c in conns))
-            self._own_connections[pid] = [c for c in conns if c.connection_type == self.names.connection_type]
-        return {
-            pid: self._own_connections[pid]
-            for pid in person_ids
-            if self._own_connections.get(pid) and pid not in self.quarantined
-        }
+            found.update(self._connections_per_person(pool, ordered, checks, reads))
+        return result(found, mode, sample)
 
     def _connections_per_unit(
-        self, map_fn, units: list[str], person_ids: set[str]
+        self, map_fn, units: list[str], person_ids: set[str], checks: NameChecks
     ) -> dict[str, list[Connection]] | None:
+        """The members' connections as the units' listings show them; None when a listing holds
+        a connection that cannot be read (then nobody can be attributed: read per person)."""
         listings = [
             self.client.connections_listing(
                 uid,
@@ -558,7 +489,7 @@ class CampaignScanner:
         found: dict[str, list[Connection]] = defaultdict(list)
         for uid, raws in zip(units, listed, strict=True):
             labels = (raw.get("connection_type") for raw in raws)
-            self.connection_check.observe(
+            checks.connection_type.observe(
                 "the unit connection listings", (x for x in labels if isinstance(x, str))
             )
             for raw in raws:
@@ -567,7 +498,6 @@ class CampaignScanner:
                 try:
                     seen = connection_from_api(raw, uid, 0)
                 except RecordError as exc:
-                    # Without a readable connection we cannot tell whose it is: read per person.
                     self.log.warning(f"unit {uid} lists an unreadable connection ({exc}); reading per person")
                     return None
                 member = seen.other_id
@@ -584,9 +514,121 @@ class CampaignScanner:
                     )
         return dict(found)
 
+    def _cross_check_sample(
+        self,
+        pool,
+        found: dict[str, list[Connection]],
+        wanted: list[str],
+        checks: NameChecks,
+        reads: _PersonReads,
+    ) -> SampleCheck:
+        """Read a fixed sample of people per person and compare with ``found``."""
+        sample = sorted(wanted, key=sample_order)[:SAMPLE_SIZE]
+        if not sample:
+            return SampleCheck([], 0, 0)
+        own = self._connections_per_person(pool, sample, checks, reads, "the sample's own connections")
+        differing = [
+            pid
+            for pid in sample
+            if pid in own or pid in found
+            if {c.connection_id for c in own.get(pid, [])} != {c.connection_id for c in found.get(pid, [])}
+        ]
+        return SampleCheck(sample, sum(1 for pid in sample if own.get(pid)), len(differing))
+
+    def _connections_per_person(
+        self,
+        pool,
+        person_ids: list[str],
+        checks: NameChecks,
+        reads: _PersonReads,
+        source: str = "people's own connections",
+    ) -> dict[str, list[Connection]]:
+        """The unit connections in each person's own listing; a person read earlier in this
+        step is not read again, one whose listing cannot be read is set aside."""
+        todo = [pid for pid in person_ids if pid not in reads.connections]
+        fetched = self._fetch_each(pool, "connections", todo, self.client.list_connections)
+        reads.resumed += fetched.resumed
+        for pid, exc in fetched.failures.items():
+            self._quarantine(reads.quarantined, pid, f"connections failed: {exc}")
+        for pid in todo:
+            if pid in reads.quarantined or fetched.values.get(pid) is None:
+                continue
+            try:
+                conns = [connection_from_api(c, pid, i) for i, c in enumerate(fetched.values[pid])]
+            except RecordError as exc:
+                self._quarantine(reads.quarantined, pid, f"unreadable connection: {exc}")
+                continue
+            checks.connection_type.observe(source, (c.connection_type for c in conns))
+            reads.connections[pid] = [c for c in conns if c.connection_type == self.names.connection_type]
+        return {
+            pid: reads.connections[pid]
+            for pid in person_ids
+            if reads.connections.get(pid) and pid not in reads.quarantined
+        }
+
+    def _confirm_connection_type(self, checks: NameChecks, people: int) -> None:
+        """The labels on the connections read confirm the connection type, or (when enough
+        people were read and none shows it) contradict it, naming the labels seen."""
+        problem = checks.connection_type.against_reads(conclusive=people >= SAMPLE_SIZE)
+        if problem:
+            raise _mismatch([problem])
+
+    def _check_quarantine(self, quarantined: dict[str, str], population: int) -> None:
+        """Too many people set aside points at a systemic problem, not at a few bad records."""
+        limit = max(self.max_quarantined, math.floor(self.max_quarantined_fraction * population))
+        if len(quarantined) > limit:
+            sample = "; ".join(f"{k}: {v}" for k, v in list(quarantined.items())[:5])
+            raise ScanAborted(
+                f"{len(quarantined)} of {population} people could not be read (limit {limit}); "
+                f"refusing to judge the campaign on partial data. First: {sample}"
+            )
+
+    # -- step 4: units an incremental listing did not include ------------------------------------
+
+    def _read_missing_units(
+        self, pool, source: dict[str, Connection], listed: dict[str, Unit]
+    ) -> FetchedUnits:
+        """The units people are connected to that the listing lacked; an unreadable one only
+        means its members' unit is not compared."""
+        missing = sorted({c.other_id for c in source.values() if c.other_id and c.other_id not in listed})
+        fetched = self._fetch_each(pool, "units", missing, self.client.get_entity)
+        for uid, exc in fetched.failures.items():
+            self.log.warning(f"units {uid} failed: {exc}")
+        units: dict[str, Unit] = {}
+        for uid, raw in fetched.values.items():
+            if raw is None:
+                continue
+            try:
+                units[uid] = unit_from_api(raw)
+            except RecordError as exc:
+                self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
+        return FetchedUnits(units, fetched.resumed)
+
+    # -- step 5: membership taggings, per tag or per person ---------------------------------------
+
+    def _read_taggings(
+        self,
+        pool,
+        map_fn,
+        strategy: str,
+        catalog: list[dict[str, Any]],
+        judged: list[str],
+        source: dict[str, Connection],
+    ) -> TaggingRead:
+        """The judged people's taggings, read whichever way costs fewer requests."""
+        relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
+        caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
+        chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, caches)
+        if chosen == "per_tag":
+            taggings = self._taggings_per_tag(relevant_tags, map_fn, caches)
+            if taggings is not None:
+                return TaggingRead(taggings, chosen, costs, {}, 0)
+        return self._taggings_per_person(pool, judged, source, costs)
+
     def _choose_strategy(
         self, requested: str, relevant_tags: list[str], judged: int, map_fn, caches: dict[str, PageCache]
     ) -> tuple[str, dict[str, int]]:
+        """ "per_tag" or "per_person", and the costs that decided it."""
         per_person_cost = 2 * judged  # person taggings + source-connection taggings
         costs = {"per_person_estimate": per_person_cost}
         if requested == "per_person" or (requested == "auto" and len(relevant_tags) >= per_person_cost):
@@ -613,6 +655,8 @@ class CampaignScanner:
     def _taggings_per_tag(
         self, relevant_tags: list[str], map_fn, caches: dict[str, PageCache]
     ) -> list[Tagging] | None:
+        """Every tagging of each relevant tag; None when one cannot be attributed to its person
+        or connection (then per-person reads are the only way to know whose it is)."""
         listings = [self.client.tag_taggings_listing(tid, cache=caches[tid]) for tid in relevant_tags]
         progress = Progress(self.log, "tag tagging pages", every=self.progress_every)
         out: list[Tagging] = []
@@ -629,50 +673,143 @@ class CampaignScanner:
         return out
 
     def _taggings_per_person(
-        self, pool: ThreadPoolExecutor, judged: list[str], source: dict[str, Connection]
-    ) -> list[Tagging]:
+        self,
+        pool: ThreadPoolExecutor,
+        judged: list[str],
+        source: dict[str, Connection],
+        costs: dict[str, int],
+    ) -> TaggingRead:
+        """Each judged person's own taggings and their source connection's."""
         conn_owner = {source[pid].connection_id: pid for pid in judged}
-        raw_person = self._fetch_each(
-            pool, "person_taggings", judged, self.client.list_person_taggings, lambda pid: [pid]
+        by_person = self._fetch_each(pool, "person_taggings", judged, self.client.list_person_taggings)
+        by_conn = self._fetch_each(
+            pool, "connection_taggings", list(conn_owner), self.client.list_connection_taggings
         )
-        raw_conn = self._fetch_each(
-            pool,
-            "connection_taggings",
-            list(conn_owner),
-            self.client.list_connection_taggings,
-            lambda cid: [conn_owner[cid]],
-        )
+        quarantined: dict[str, str] = {}
+        for pid, exc in by_person.failures.items():
+            self._quarantine(quarantined, pid, f"person_taggings failed: {exc}")
+        for cid, exc in by_conn.failures.items():
+            self._quarantine(quarantined, conn_owner[cid], f"connection_taggings failed: {exc}")
         out: list[Tagging] = []
         for pid in judged:
             cid = source[pid].connection_id
-            if pid in self.quarantined or raw_person.get(pid) is None or raw_conn.get(cid) is None:
+            if pid in quarantined or by_person.values.get(pid) is None or by_conn.values.get(cid) is None:
                 continue
             try:
-                out.extend(tagging_from_api(r, item_type="person", item_id=pid) for r in raw_person[pid])
-                out.extend(tagging_from_api(r, item_type="connection", item_id=cid) for r in raw_conn[cid])
+                out.extend(
+                    tagging_from_api(r, item_type="person", item_id=pid) for r in by_person.values[pid]
+                )
+                out.extend(
+                    tagging_from_api(r, item_type="connection", item_id=cid) for r in by_conn.values[cid]
+                )
             except RecordError as exc:
-                self._quarantine(pid, f"unreadable tagging: {exc}")
-        return out
+                self._quarantine(quarantined, pid, f"unreadable tagging: {exc}")
+        return TaggingRead(out, "per_person", costs, quarantined, by_person.resumed + by_conn.resumed)
+
+    # -- step 6: a scan that judged nobody (or far too few) is not a success ----------------------
+
+    def _check_judged(self, people: int, judged: list[str], connected: UnitConnections) -> list[str]:
+        """Abort a scan that compared nothing or far too few; the notes the summary must carry."""
+        notes = []
+        if people and not judged and people < SAMPLE_SIZE:
+            # A handful of recently modified people may well all be non-members: say so.
+            notes.append(self._note(f"none of the {people} people read has a unit connection; nobody judged"))
+        elif people and not judged:
+            raise ScanAborted(
+                f"read {people} people but judged none: no unit connections of type "
+                f"{self.names.connection_type!r} were found (connections read {connected.mode}). "
+                "Refusing to report success on a scan that compared nothing."
+            )
+        sample = connected.sample
+        if sample is not None and sample.person_ids and people >= SAMPLE_SIZE:
+            share = sample.share_with_unit_connection
+            if len(judged) < people * share * MIN_JUDGED_OF_EXPECTED:
+                raise ScanAborted(
+                    f"judged {len(judged)} of {people} people, far fewer than the "
+                    f"{share:.0%} with a unit connection among {len(sample.person_ids)} people read one by one"
+                )
+        return notes
+
+    # -- step 7: say which evidence confirmed each name ------------------------------------------
+
+    def _name_evidence(self, checks: NameChecks, *, full: bool) -> NameEvidence:
+        """Which evidence confirmed each name; a note whenever a catalog gave none."""
+        notes = []
+        for check in [checks.connection_type, *([checks.unit_type] if full else [])]:
+            if check.catalog_missing:
+                notes.append(self._note(f"{check.catalog_missing}: {check.evidence()}"))
+            else:
+                self.log.info(check.evidence())
+        return NameEvidence([c.evidence() for c in (checks.connection_type, checks.unit_type)], notes)
+
+    # -- shared by the steps -----------------------------------------------------------------------
+
+    def _quarantine(self, quarantined: dict[str, str], person_id: str, reason: str) -> None:
+        """Set a person aside (never judged, never cleaned); the first reason stands."""
+        quarantined.setdefault(person_id, reason)
+        self.log.warning(f"quarantined person {person_id}: {reason}")
+
+    def _note(self, message: str) -> str:
+        """Something the run's summary must say (e.g. a fallback), not only the log."""
+        self.log.warning(message)
+        return message
+
+    def _page_cache(self, listing: str) -> PageCache | None:
+        return self.cp.page_cache(listing) if self.cp else None
+
+    def _fetch_each(
+        self, pool: ThreadPoolExecutor, kind: str, keys: Iterable[str], fetch: Callable[[str], Any]
+    ) -> Fetched:
+        """Fetch one result per key concurrently, checkpointing each; the caller decides what a
+        failure means (an auth failure stops the scan at once)."""
+        results: dict[str, Any] = self.cp.load(kind) if self.cp else {}
+        keys = list(dict.fromkeys(keys))
+        wanted = set(keys)
+        results = {k: v for k, v in results.items() if k in wanted}
+        resumed = len(results)
+        todo = [k for k in keys if k not in results]
+        if results:
+            self.log.info(f"{kind}: resuming, {len(results)} of {len(keys)} already fetched")
+        failures: dict[str, ApiError] = {}
+        progress = Progress(self.log, kind, len(todo), self.progress_every)
+        futures = {pool.submit(fetch, k): k for k in todo}
+        try:
+            for fut in as_completed(futures):
+                key = futures[fut]
+                try:
+                    value = fut.result()
+                except AuthError:
+                    raise
+                except ApiError as exc:
+                    if isinstance(exc, NotFoundError):
+                        results[key] = None
+                    failures[key] = exc
+                    continue
+                finally:
+                    progress.tick()
+                results[key] = value
+                if self.cp:
+                    self.cp.save(kind, key, value)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            if self.cp:
+                self.cp.flush()
+        return Fetched(results, failures, resumed)
 
 
-def add_request_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several ``RequestStats.snapshot()`` added up (the attempts of one logical run)."""
-    total: dict[str, Any] = {
-        "requests": 0,
-        "retries": 0,
-        "rate_limited_429": 0,
-        "by_status": {},
-        "by_kind": {},
-    }
-    for snap in snapshots:
-        for key in ("requests", "retries", "rate_limited_429"):
-            total[key] += snap.get(key, 0)
-        for key in ("by_status", "by_kind"):
-            for name, n in snap.get(key, {}).items():
-                total[key][name] = total[key].get(name, 0) + n
-    total["by_status"] = dict(sorted(total["by_status"].items()))
-    total["by_kind"] = dict(sorted(total["by_kind"].items()))
-    return total
+@dataclass
+class _PersonReads:
+    """Step 3's own reads so far: a person read once (for the sample, say) is not read again."""
+
+    connections: dict[str, list[Connection]] = field(default_factory=dict)
+    quarantined: dict[str, str] = field(default_factory=dict)
+    resumed: int = 0
+
+
+# -- pure helpers, in the order the steps use them ---------------------------------------------------
 
 
 def _check_options(since: datetime | None, strategy: str, connections: str) -> None:
@@ -684,19 +821,26 @@ def _check_options(since: datetime | None, strategy: str, connections: str) -> N
         raise ValueError("per-unit connection reads need a full scan: only it lists every unit")
 
 
-def _source_connections(by_person: dict[str, list[Connection]]) -> dict[str, Connection]:
-    """The connection each person is judged against (none for people active in two units)."""
-    source: dict[str, Connection] = {}
-    for pid, conns in by_person.items():
-        active = [c for c in conns if not c.inactive]
-        if len(active) < 2:  # active in two units: not judged, so nothing to read
-            source[pid] = (active or sorted(conns, key=lambda c: c.position))[0]
-    return source
-
-
-def sample_order(person_id: str) -> str:
-    """A fixed pseudo-random order, so a resumed scan samples the same people."""
-    return hashlib.sha256(person_id.encode()).hexdigest()
+def _tag_catalog(raw_tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for raw in raw_tags:
+        tid = native_id(raw)
+        if not tid:
+            continue
+        rows.append(
+            {
+                "tag_id": tid,
+                "section": raw.get("action_builder:section"),
+                "field": raw.get("action_builder:field"),
+                "name": raw.get("name", raw.get("action_builder:name")),
+            }
+        )
+    counts: dict[tuple[Any, Any], int] = {}
+    for r in rows:
+        counts[(r["field"], r["name"])] = counts.get((r["field"], r["name"]), 0) + 1
+    for r in rows:
+        r["unique"] = counts[(r["field"], r["name"])] == 1
+    return rows
 
 
 def _mismatch(problems: list[str]) -> CatalogMismatch:
@@ -711,6 +855,26 @@ def _mismatch(problems: list[str]) -> CatalogMismatch:
 def _missing(what: str, configured: str, existing: set[str]) -> str:
     shown = ", ".join(repr(x) for x in sorted(existing)[:20]) or "none"
     return f"{what} {configured!r} not found (the campaign has: {shown})"
+
+
+def sample_order(person_id: str) -> str:
+    """A fixed pseudo-random order, so a resumed scan samples the same people."""
+    return hashlib.sha256(person_id.encode()).hexdigest()
+
+
+def _with_quarantined(quarantined: dict[str, str], more: dict[str, str]) -> dict[str, str]:
+    """Both sets of people set aside, earlier first; a person's first reason stands."""
+    return {**quarantined, **{pid: why for pid, why in more.items() if pid not in quarantined}}
+
+
+def _source_connections(by_person: dict[str, list[Connection]]) -> dict[str, Connection]:
+    """The connection each person is judged against (none for people active in two units)."""
+    source: dict[str, Connection] = {}
+    for pid, conns in by_person.items():
+        active = [c for c in conns if not c.inactive]
+        if len(active) < 2:  # active in two units: not judged, so nothing to read
+            source[pid] = (active or sorted(conns, key=lambda c: c.position))[0]
+    return source
 
 
 def _membership_taggings(
@@ -746,37 +910,27 @@ def resolve_tag_id(t: Tagging, catalog: list[dict[str, Any]]) -> str | None:
     return same[0]["tag_id"] if len(same) == 1 else None
 
 
-def _tag_catalog(raw_tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for raw in raw_tags:
-        tid = native_id(raw)
-        if not tid:
-            continue
-        rows.append(
-            {
-                "tag_id": tid,
-                "section": raw.get("action_builder:section"),
-                "field": raw.get("action_builder:field"),
-                "name": raw.get("name", raw.get("action_builder:name")),
-            }
-        )
-    counts: dict[tuple[Any, Any], int] = {}
-    for r in rows:
-        counts[(r["field"], r["name"])] = counts.get((r["field"], r["name"]), 0) + 1
-    for r in rows:
-        r["unique"] = counts[(r["field"], r["name"])] == 1
-    return rows
-
-
 def _with_tag_id(t: Tagging, tag_id: str | None) -> Tagging:
     if tag_id is None:
         return t
-    return Tagging(
-        tagging_id=t.tagging_id,
-        tag_id=tag_id,
-        item_type=t.item_type,
-        item_id=t.item_id,
-        section=t.section,
-        field=t.field,
-        value=t.value,
-    )
+    return replace(t, tag_id=tag_id)
+
+
+def add_request_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``RequestStats.snapshot()`` added up (the attempts of one logical run)."""
+    total: dict[str, Any] = {
+        "requests": 0,
+        "retries": 0,
+        "rate_limited_429": 0,
+        "by_status": {},
+        "by_kind": {},
+    }
+    for snap in snapshots:
+        for key in ("requests", "retries", "rate_limited_429"):
+            total[key] += snap.get(key, 0)
+        for key in ("by_status", "by_kind"):
+            for name, n in snap.get(key, {}).items():
+                total[key][name] = total[key].get(name, 0) + n
+    total["by_status"] = dict(sorted(total["by_status"].items()))
+    total["by_kind"] = dict(sorted(total["by_kind"].items()))
+    return total
