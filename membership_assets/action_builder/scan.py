@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -271,27 +271,31 @@ class CampaignScanner:
             def map_fn(fn, xs):
                 return pool.map(fn, xs)
 
-            catalog = self._read_and_verify_catalog(map_fn, checks)  # 1
-            listing = self._read_entities(map_fn, since)  # 2
-            quarantined = dict(listing.quarantined)
-            people = listing.people
+            # 1. The tag catalog; the configured names must be the campaign's.
+            catalog = self._read_and_verify_catalog(map_fn, checks)
+            # 2. Every entity: people, and the units they can be connected to.
+            listing = self._read_entities(map_fn, since)
             self._confirm_unit_type(checks, listing.entities, full=full)
-            connected = self._read_unit_connections(  # 3
-                pool, map_fn, listing, since, connections, checks, quarantined
-            )
-            quarantined = _with_quarantined(quarantined, connected.quarantined)
+            people = listing.people
+            # 3. Unit connections: the truth each person's tags are judged against.
+            connected = self._read_unit_connections(pool, map_fn, listing, since, connections, checks)
             self._confirm_connection_type(checks, len(people))
-            source = _source_connections(connected.by_person)
+            quarantined = _with_quarantined(listing.quarantined, connected.quarantined)
             self._check_quarantine(quarantined, len(people))
-            fetched_units = self._read_missing_units(pool, source, listing.units)  # 4
-            judged = [pid for pid in source if pid not in quarantined]
-            tagged = self._read_taggings(pool, map_fn, strategy, catalog, judged, source)  # 5
+            source = _source_connections(connected.by_person)
+            # 4. Units an incremental listing did not include.
+            fetched_units = self._read_missing_units(pool, source, listing.units)
+            # 5. Membership taggings of everyone with a unit connection still to judge.
+            to_judge = [pid for pid in source if pid not in quarantined]
+            tagged = self._read_taggings(pool, map_fn, strategy, catalog, to_judge, source)
             quarantined = _with_quarantined(quarantined, tagged.quarantined)
             self._check_quarantine(quarantined, len(people))
 
-        judged = [pid for pid in judged if pid not in quarantined]
-        judged_notes = self._check_judged(len(people), judged, connected)  # 6
-        evidence = self._name_evidence(checks, full=full)  # 7
+        judged = [pid for pid in to_judge if pid not in quarantined]
+        # 6. A scan that judged nobody, or far too few, is not a success.
+        judged_notes = self._check_judged(len(people), judged, connected)
+        # 7. Which evidence confirmed each configured name.
+        evidence = self._name_evidence(checks, full=full)
         return CampaignSnapshot(
             since=since,
             strategy=tagged.strategy,
@@ -425,7 +429,6 @@ class CampaignScanner:
         since: datetime | None,
         requested: str,
         checks: NameChecks,
-        set_aside: Mapping[str, str],
     ) -> UnitConnections:
         """Every readable person's "People + Units" connections, read per person or per unit.
 
@@ -444,11 +447,14 @@ class CampaignScanner:
         mode = requested
         if requested == "auto":
             mode = "per_unit" if since is None and units else "per_person"
-        wanted = [p.person_id for p in listing.people if p.person_id not in set_aside]
+        wanted = [p.person_id for p in listing.people if p.person_id not in listing.quarantined]
         reads = _PersonReads()
 
         def result(
-            by_person: dict[str, list[Connection]], mode: str, sample=None, notes=()
+            by_person: dict[str, list[Connection]],
+            mode: str,
+            sample: SampleCheck | None = None,
+            notes: tuple[str, ...] = (),
         ) -> UnitConnections:
             return UnitConnections(by_person, mode, sample, reads.quarantined, reads.resumed, list(notes))
 
@@ -464,7 +470,7 @@ class CampaignScanner:
                 f"{len(sample.person_ids)} sampled people); reading every person's connections one by one instead"
             )
             everyone = self._connections_per_person(pool, wanted, checks, reads)
-            return result(everyone, "per_person", sample, [note])
+            return result(everyone, "per_person", sample, (note,))
         # The person's own listing order decides between several inactive unit connections.
         ordered = [pid for pid, cs in found.items() if len(cs) > 1 and all(c.inactive for c in cs)]
         if ordered:
