@@ -157,13 +157,13 @@ def _registry_summary(result, churn) -> str:
         raw = result.output_for_node("django_members")
         rejects = result.output_for_node("registry_validation", "member_rejects")
         sync = result.output_for_node("membership_sync")
-        log = sync["log"]
+        log = sync.log
         lines.append(
             f"registry listed: {len(raw)} rows, {len(rejects)} quarantined ({', '.join(sorted(set(rejects['reasons'])))})"
         )
         lines.append(
-            f"sync {sync['sync_id']}: {log['status']}, +{log['members_added']} added, "
-            f"-{log['members_removed']} removed, ~{log['members_updated']} changed"
+            f"sync {sync.sync_id}: {log.status}, +{log.members_added} added, "
+            f"-{log.members_removed} removed, ~{log.members_updated} changed"
         )
         from .environment import local_resources
 

@@ -11,10 +11,27 @@ DRY_RUN_TAG = "membership/dry_run"
 ALERT_TAG = "membership/alert_admins"
 
 DRY_RUN_TAGS = {DRY_RUN_TAG: "true", ALERT_TAG: "false"}
+# Who started a sync, as membership_sync_log.source records it, when the launcher knows better
+# than Dagster's own tags (the change-events sensor, the registry-change sensor).
+SOURCE_TAG = "membership/source"
 
 
 def is_tagged_dry_run(run: dg.DagsterRun) -> bool:
+    """Whether ``run`` is a dry run: the tag is the one place that says so (a step's config is
+    not, since another step cannot read it)."""
     return run.tags.get(DRY_RUN_TAG) == "true"
+
+
+def run_source(run: dg.DagsterRun) -> str:
+    """What started ``run``: scheduled | sensor | manual, unless an explicit source tag says."""
+    tags = run.tags
+    if tags.get(SOURCE_TAG):
+        return tags[SOURCE_TAG]
+    if "dagster/schedule_name" in tags:
+        return "scheduled"
+    if "dagster/sensor_name" in tags:
+        return "sensor"
+    return "manual"
 
 
 def mark_dry_run(context: dg.OpExecutionContext | dg.AssetExecutionContext, *, alert: bool = True) -> None:

@@ -81,7 +81,7 @@ def test_an_unchanged_registry_changes_nothing(registry_defs, instance, members_
     before = members_table(members_db_url)
     second = run_sync(registry_defs, instance)
     assert second.success
-    assert second.output_for_node("membership_sync")["delta"].empty
+    assert second.output_for_node("membership_sync").delta.empty
     log = store_for(members_db_url).log_entry(second.run_id)
     assert (log["members_added"], log["members_removed"], log["members_updated"]) == (0, 0, 0)
     pd.testing.assert_frame_equal(members_table(members_db_url), before)
@@ -96,7 +96,7 @@ def test_changes_upstream_are_applied_with_soft_deletes(registry_defs, instance,
     django_sim.add({"kennitala": "120174-3399", "name": "Ný Manneskja", "email": None, "status": "active"})
     result = run_sync(registry_defs, instance)
     assert result.success
-    delta = result.output_for_node("membership_sync")["delta"].set_index("kennitala")
+    delta = result.output_for_node("membership_sync").delta.set_index("kennitala")
     assert delta["change_kind"].to_dict() == {leaver: "removed", mover: "changed", "1201743399": "added"}
     store = store_for(members_db_url)
     assert not store.is_eligible(leaver) and store.is_eligible("1201743399")
@@ -177,13 +177,13 @@ def test_dry_run_reports_the_exact_delta_and_writes_nothing(
     assert dry.success
     report = dry_run_report(dry)
     assert report["dry_run"] and (report["removed"], report["changed"]) == (1, 1)
-    planned = dry.output_for_node("preview_registry_sync")["delta"]
+    planned = dry.output_for_node("preview_registry_sync").delta
     assert len(planned) == 2
     pd.testing.assert_frame_equal(members_table(members_db_url), before)
     store = store_for(members_db_url)
     assert store.log_entry(dry.run_id) is None and store.rejects_of(dry.run_id).empty
     real = run_sync(registry_defs, instance)
-    pd.testing.assert_frame_equal(real.output_for_node("membership_sync")["delta"], planned)
+    pd.testing.assert_frame_equal(real.output_for_node("membership_sync").delta, planned)
 
 
 def test_dry_run_says_when_the_real_run_would_be_blocked(registry_defs, instance, django_sim, members_db_url):

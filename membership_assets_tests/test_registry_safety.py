@@ -134,8 +134,8 @@ def test_a_quiet_registry_costs_one_listing_and_a_removal_two(
     page_reads.at(page_reads.requests + pages + 1, lambda: django_sim.add(joiner))
     one_gone = run_sync(registry_defs, instance)
     assert one_gone.success and listings_read(one_gone) == 2
-    log = one_gone.output_for_node("membership_sync")["log"]
-    assert (log["members_removed"], log["members_added"]) == (1, 1)
+    log = one_gone.output_for_node("membership_sync").log
+    assert (log.members_removed, log.members_added) == (1, 1)
 
 
 def test_a_registry_that_never_holds_still_fails_clearly(

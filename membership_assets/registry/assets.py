@@ -1,4 +1,12 @@
-"""Django registry -> voting eligibility, as assets: fetch, validate, delta, apply, view.
+"""Django registry -> voting eligibility, as assets, in step order:
+
+1. ``django_members``: every row the registry lists, read again while paging may hide someone;
+2. ``registry_validation``: valid members, and the rows quarantined with reasons;
+3. ``membership_delta``: the changes against the members table, and the guards' verdict;
+4. ``membership_sync``: the changes applied in one transaction, and the sync logged;
+5. ``member_eligibility``: the view elections read.
+
+The registry preview (a dry run) is steps 1-3 as one op that reports and writes nothing.
 
 The sync id is the logical Dagster run id (the root of any re-executions): re-executing a run
 never applies its sync twice. Every sync leaves one row in membership_sync_log: success or
@@ -9,7 +17,7 @@ failed, with the reason), whether it was launched by the schedule, the sensor or
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dagster as dg
 import pandas as pd
@@ -18,14 +26,23 @@ from pydantic import Field
 from .. import pools
 from ..metadata import md_preview
 from ..privacy import carries_personal_data, scrub
-from ..run_tags import DRY_RUN_TAG
+from ..run_tags import is_tagged_dry_run, run_source
 from .client import DjangoRegistryClient, RegistryListing
 from .delta import DELTA_COLUMNS, compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, blocking, evaluate_guards
+from .outcome import SyncOutcome
 from .recovery import keep_unlogged_failure
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .store import MembersStore, SyncLogEntry
-from .validation import ACTIVE, SUSPENDED, kennitala_key, kennitala_text, mask, validate_members
+from .validation import (
+    ACTIVE,
+    SUSPENDED,
+    ValidationResult,
+    kennitala_key,
+    kennitala_text,
+    mask,
+    validate_members,
+)
 
 GROUP = "registry"
 
@@ -86,34 +103,12 @@ PSEUDONYM = "member_pseudonym"
 PSEUDONYM_OF_RAW = "raw_kennitala_pseudonym"
 
 
+# -- every step: which sync this is, and its failure logged ---------------------------------------
+
+
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
     """One sync per logical run: re-executions (new run ids) share their root's sync id."""
     return context.run.root_run_id or context.run.run_id
-
-
-def is_dry_run(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> bool:
-    """Whether this run is a dry run (tagged; the real sync has no dry-run switch)."""
-    return run_is_dry(context.run)
-
-
-def run_is_dry(run: dg.DagsterRun) -> bool:
-    return run.tags.get(DRY_RUN_TAG) == "true"
-
-
-def sync_source(context: dg.AssetExecutionContext) -> str:
-    return run_source(context.run)
-
-
-def run_source(run: dg.DagsterRun) -> str:
-    """scheduled | sensor | manual (an explicit membership/source tag wins)."""
-    tags = run.tags
-    if tags.get("membership/source"):
-        return tags["membership/source"]
-    if "dagster/schedule_name" in tags:
-        return "scheduled"
-    if "dagster/sensor_name" in tags:
-        return "sensor"
-    return "manual"
 
 
 def _elapsed_ms(context: dg.AssetExecutionContext) -> int | None:
@@ -139,9 +134,9 @@ def failed_sync_logged(
             detail["violations"] = violations["violations"].value
         entry = SyncLogEntry(
             id=sync_id_of(context),
-            source=sync_source(context),
+            source=run_source(context.run),
             status="failed",
-            dry_run=is_dry_run(context),
+            dry_run=is_tagged_dry_run(context.run),
             errors=detail,
             duration_ms=_elapsed_ms(context),
             run_id=context.run.run_id,
@@ -158,6 +153,9 @@ def failed_sync_logged(
                 f"{type(exc).__name__}: {error}", metadata=getattr(exc, "metadata", None)
             ) from None
         raise
+
+
+# -- step 1: the registry's listing ---------------------------------------------------------------
 
 
 def read_registry(client: DjangoRegistryClient, current: pd.DataFrame) -> RegistryListing:
@@ -226,8 +224,27 @@ def django_members(
     return dg.Output(read.frame, metadata=read.metadata)
 
 
-def validate_listing(django_members: pd.DataFrame, registry_policy: RegistrySyncPolicy):
-    """(valid members, rejected rows with reasons, the validation result) of one listing."""
+# -- step 2: valid members, and the rows quarantined -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidatedListing:
+    """One listing judged row by row: the members to sync, and the rows quarantined."""
+
+    valid: pd.DataFrame  # MEMBER_SCHEMA's columns
+    rejects: pd.DataFrame  # REJECT_SCHEMA's columns
+    result: ValidationResult  # the same, as records (and the duplicates merged)
+
+    def log_rejects(self, log) -> None:
+        """The first rejected rows, members named by pseudonym."""
+        for r in self.result.rejects[:20]:
+            log.warning(
+                f"rejected row {r.row_number} (member pseudonym {mask(r.kennitala)}): {', '.join(r.reasons)}"
+            )
+
+
+def validate_listing(django_members: pd.DataFrame, registry_policy: RegistrySyncPolicy) -> ValidatedListing:
+    """Valid members and rejected rows (with reasons) of one listing."""
     rows = django_members.to_dict("records")
     if rows and registry_policy.missing_status == "reject" and not any(r["status_given"] for r in rows):
         raise dg.Failure(
@@ -240,14 +257,7 @@ def validate_listing(django_members: pd.DataFrame, registry_policy: RegistrySync
         [{**vars(r), "reasons": ", ".join(r.reasons)} for r in result.rejects],
         columns=list(REJECT_SCHEMA),
     )
-    return valid, rejects, result
-
-
-def log_rejects(log, result) -> None:
-    for r in result.rejects[:20]:
-        log.warning(
-            f"rejected row {r.row_number} (member pseudonym {mask(r.kennitala)}): {', '.join(r.reasons)}"
-        )
+    return ValidatedListing(valid, rejects, result)
 
 
 @dg.multi_asset(
@@ -275,15 +285,16 @@ def registry_validation(
 ):
     """Check kennitala (checksum, date, person), name, email and status; quarantine the rest."""
     with failed_sync_logged(context, members_db, members_fetched=len(django_members)):
-        valid, rejects, result = validate_listing(django_members, registry_policy)
-    log_rejects(context.log, result)
+        validated = validate_listing(django_members, registry_policy)
+    validated.log_rejects(context.log)
+    valid, rejects = validated.valid, validated.rejects
     yield dg.Output(
         valid,
         "valid_members",
         metadata={
             "dagster/row_count": len(valid),
             "by_status": dg.MetadataValue.json(valid["status"].value_counts().to_dict()),
-            "duplicates_merged": result.duplicates_merged,
+            "duplicates_merged": validated.result.duplicates_merged,
         },
     )
     # Labelled as what it is: a keyed pseudonym of the raw value, never the kennitala itself.
@@ -307,6 +318,9 @@ def registry_validation(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"rejected": len(rejects)},
     )
+
+
+# -- step 3: the changes to make, and the guards' verdict on them -------------------------------------
 
 
 def protected_by_rejects(member_rejects: pd.DataFrame, current: pd.DataFrame) -> set[str]:
@@ -405,6 +419,9 @@ def membership_delta(
     return dg.Output(planned, metadata=planned.metadata)
 
 
+# -- step 4: apply, and log the sync -------------------------------------------------------------------
+
+
 class SyncConfig(dg.Config):
     """How to apply this sync. Overrides exist for a human who has checked the numbers; they hold
     for this run only. No dry-run switch: a preview is the registry_preview job, so a launchpad
@@ -416,68 +433,87 @@ class SyncConfig(dg.Config):
     allow_empty_upstream: bool = Field(default=False, description="Apply even if the registry listed nobody.")
 
 
-def _dry_run_report(context: dg.OpExecutionContext, planned: PlannedSync, blockers: list[Violation]) -> dict:
-    """What a real run would do, as an observation of membership_sync: no materialization, so
-    the asset graph, the eligibility view and the audit history stay as they were."""
-    c = counts(planned.delta)
-    would_block = [v.guard for v in blockers]
-    report = {
-        "sync_id": sync_id_of(context),
-        "dry_run": True,
-        "would_block": would_block,
-        "counts": c,
-        "eligibility_losses": planned.figures.eligibility_losses,
-        "delta": planned.delta[DELTA_COLUMNS],
-    }
-    context.log_event(
-        dg.AssetObservation(
-            asset_key=dg.AssetKey("membership_sync"),
-            metadata={
-                "dry_run": True,
-                **c,
-                "eligibility_losses": planned.figures.eligibility_losses,
-                "rejected": planned.figures.rejected,
-                "would_block": ", ".join(would_block) or "nothing",
-                "guards": guards_md(blockers),
-                "preview": delta_preview(planned.delta),
-            },
-        )
-    )
-    context.log.info(
-        f"dry run: would apply {c}"
-        + (f"; a real run would be blocked by {', '.join(would_block)}" if would_block else "")
-        + "; nothing written"
-    )
-    return report
-
-
-class PreviewConfig(dg.Config):
-    """The overrides a real sync would be launched with, to see whether they would let it through."""
-
-    allow_mass_removal: bool = Field(default=False, description="As the real sync's override.")
-    allow_empty_upstream: bool = Field(default=False, description="As the real sync's override.")
-
-
-@dg.op
-def preview_registry_sync(
-    context: dg.OpExecutionContext,
-    config: PreviewConfig,
-    django: DjangoRegistryResource,
-    members_db: MembersDatabase,
-    registry_policy: RegistrySyncPolicy,
-) -> dict:
-    """Read and judge the registry exactly as a sync does, and report the delta and the guards'
-    answer. A plain op, not assets: it materializes nothing and writes no history or sync log."""
-    read = fetch_registry(django, members_db, context.log)
-    valid, rejects, result = validate_listing(read.frame, registry_policy)
-    log_rejects(context.log, result)
-    planned = plan_sync(members_db.store(), registry_policy, read.frame, valid, rejects)
-    blockers = blocking(
+def blockers_of(planned: PlannedSync, config: "SyncConfig | PreviewConfig") -> list[Violation]:
+    """The guards that stop this sync, given the overrides it is launched with."""
+    return blocking(
         planned.violations,
         allow_mass_removal=config.allow_mass_removal,
         allow_empty_upstream=config.allow_empty_upstream,
     )
-    return _dry_run_report(context, planned, blockers)
+
+
+def sync_log_entry(
+    context: dg.AssetExecutionContext, config: SyncConfig, planned: PlannedSync
+) -> SyncLogEntry:
+    """The row this sync logs when it applies: partial when rows were rejected, naming any
+    guards a person overrode."""
+    fig = planned.figures
+    notes = {"rejected_rows": fig.rejected} if fig.rejected else {}
+    if (config.allow_mass_removal or config.allow_empty_upstream) and planned.violations:
+        notes["overridden_guards"] = [v.guard for v in planned.violations]
+    return SyncLogEntry(
+        id=sync_id_of(context),
+        source=run_source(context.run),
+        status="partial" if fig.rejected else "success",
+        run_id=context.run.run_id,
+        members_fetched=fig.fetched,
+        members_rejected=fig.rejected,
+        errors=notes or None,
+    ).with_counts(planned.delta)
+
+
+def refuse_if_blocked(blockers: list[Violation]) -> None:
+    """Stop before writing anything, naming each guard and its override."""
+    if blockers:
+        raise dg.Failure(
+            "sync stopped before writing anything: "
+            + "; ".join(f"{v.message} (override with {v.overridable_by})" for v in blockers),
+            metadata={"violations": dg.MetadataValue.json([vars(v) for v in blockers])},
+        )
+
+
+def apply_sync(
+    store: MembersStore, planned: PlannedSync, entry: SyncLogEntry, member_rejects: pd.DataFrame, log
+) -> SyncOutcome:
+    """The delta, its log row and the rejected rows written in one transaction. A re-execution
+    of a run whose sync already went through reports that sync's changes instead of repeating."""
+    entry, applied_now = store.apply(
+        planned.delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
+    )
+    if applied_now:
+        delta = planned.delta
+        log.info(f"sync {entry.id} applied: {counts(delta)} ({entry.status})")
+    else:
+        delta = store.changes_of(entry.id)
+        log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
+    return SyncOutcome(
+        sync_id=entry.id,
+        dry_run=False,
+        delta=delta[DELTA_COLUMNS],
+        would_block=[],
+        eligibility_losses=planned.figures.eligibility_losses,
+        log=entry,
+    )
+
+
+def applied_metadata(outcome: SyncOutcome, figures: SyncFigures) -> dict:
+    """membership_sync's materialization: what was applied, counted from the applied changes."""
+    applied = outcome.counts
+    log = outcome.log
+    assert log is not None  # an applied sync always has its row
+    return {
+        "sync_id": outcome.sync_id,
+        "dry_run": False,
+        "status": log.status,
+        "source": log.source,
+        # From the applied changes: a reinstated member is not "added" (the log's
+        # members_added holds both; the sync API splits them the same way).
+        **{"added": applied["added"], "reinstated": applied["reinstated"]},
+        "removed": applied["removed"],
+        "updated": applied["changed"],
+        "rejected": figures.rejected,
+        "eligibility_losses": figures.eligibility_losses,
+    }
 
 
 @dg.asset(group_name=GROUP, tags={"membership/side_effect": "apply"}, pool=pools.MEMBERS_DB)
@@ -487,71 +523,20 @@ def membership_sync(
     members_db: MembersDatabase,
     membership_delta: PlannedSync,
     member_rejects: pd.DataFrame,
-):
+) -> dg.Output[SyncOutcome]:
     """Apply the delta in one transaction (soft deletes, sync_id on every row) and log the sync."""
     planned = membership_delta
-    fig = planned.figures
-    known = {"members_fetched": fig.fetched, "members_rejected": fig.rejected}
-    blockers = blocking(
-        planned.violations,
-        allow_mass_removal=config.allow_mass_removal,
-        allow_empty_upstream=config.allow_empty_upstream,
-    )
-    entry = SyncLogEntry(
-        id=sync_id_of(context),
-        source=sync_source(context),
-        status="partial" if fig.rejected else "success",
-        run_id=context.run.run_id,
-        **known,
-    ).with_counts(planned.delta)
-    overrides = [k for k in ("allow_mass_removal", "allow_empty_upstream") if getattr(config, k)]
-    notes = {"rejected_rows": fig.rejected} if fig.rejected else {}
-    if overrides and planned.violations:
-        notes["overridden_guards"] = [v.guard for v in planned.violations]
-    entry.errors = notes or None
+    blockers = blockers_of(planned, config)
+    entry = sync_log_entry(context, config, planned)
+    known = {"members_fetched": planned.figures.fetched, "members_rejected": planned.figures.rejected}
     with failed_sync_logged(context, members_db, **known):
-        if blockers:
-            raise dg.Failure(
-                "sync stopped before writing anything: "
-                + "; ".join(f"{v.message} (override with {v.overridable_by})" for v in blockers),
-                metadata={"violations": dg.MetadataValue.json([vars(v) for v in blockers])},
-            )
-        delta = planned.delta
-        entry.duration_ms = _elapsed_ms(context)
-        store = members_db.store()
-        entry, applied_now = store.apply(
-            delta, entry, base_sync_id=planned.base_sync_id, rejected_rows=member_rejects
-        )
-        if applied_now:
-            context.log.info(f"sync {entry.id} applied: {counts(delta)} ({entry.status})")
-        else:
-            # A re-execution of a run whose sync already went through: report, don't repeat.
-            delta = store.changes_of(entry.id)
-            context.log.info(f"sync {entry.id} was already applied by an earlier attempt; nothing to do")
-    applied = counts(delta)
-    summary = {
-        "sync_id": entry.id,
-        "dry_run": False,
-        "would_block": [],
-        "log": vars(entry),
-        "delta": delta[DELTA_COLUMNS],
-    }
-    yield dg.Output(
-        summary,
-        metadata={
-            "sync_id": entry.id,
-            "dry_run": False,
-            "status": entry.status,
-            "source": entry.source,
-            # From the applied changes: a reinstated member is not "added" (the log's
-            # members_added holds both; the sync API splits them the same way).
-            **{"added": applied["added"], "reinstated": applied["reinstated"]},
-            "removed": applied["removed"],
-            "updated": applied["changed"],
-            "rejected": fig.rejected,
-            "eligibility_losses": fig.eligibility_losses,
-        },
-    )
+        refuse_if_blocked(blockers)
+        timed = replace(entry, duration_ms=_elapsed_ms(context))
+        outcome = apply_sync(members_db.store(), planned, timed, member_rejects, context.log)
+    return dg.Output(outcome, metadata=applied_metadata(outcome, planned.figures))
+
+
+# -- step 5: the view elections read ----------------------------------------------------------------
 
 
 @dg.asset(
@@ -568,3 +553,69 @@ def member_eligibility(
     return dg.MaterializeResult(
         metadata={"dagster/row_count": listed, "eligible": eligible, "suspended": listed - eligible}
     )
+
+
+# -- the registry preview: steps 1-3 as a dry run that reports and writes nothing --------------------
+
+
+class PreviewConfig(dg.Config):
+    """The overrides a real sync would be launched with, to see whether they would let it through."""
+
+    allow_mass_removal: bool = Field(default=False, description="As the real sync's override.")
+    allow_empty_upstream: bool = Field(default=False, description="As the real sync's override.")
+
+
+@dg.op
+def preview_registry_sync(
+    context: dg.OpExecutionContext,
+    config: PreviewConfig,
+    django: DjangoRegistryResource,
+    members_db: MembersDatabase,
+    registry_policy: RegistrySyncPolicy,
+) -> SyncOutcome:
+    """Read and judge the registry exactly as a sync does, and report the delta and the guards'
+    answer. A plain op, not assets: it materializes nothing and writes no history or sync log."""
+    read = fetch_registry(django, members_db, context.log)
+    validated = validate_listing(read.frame, registry_policy)
+    validated.log_rejects(context.log)
+    planned = plan_sync(members_db.store(), registry_policy, read.frame, validated.valid, validated.rejects)
+    return report_dry_run(context, planned, blockers_of(planned, config))
+
+
+def report_dry_run(
+    context: dg.OpExecutionContext, planned: PlannedSync, blockers: list[Violation]
+) -> SyncOutcome:
+    """What a real run would do, as an observation of membership_sync: no materialization, so
+    the asset graph, the eligibility view and the audit history stay as they were."""
+    outcome = SyncOutcome(
+        sync_id=sync_id_of(context),
+        dry_run=True,
+        delta=planned.delta[DELTA_COLUMNS],
+        would_block=[v.guard for v in blockers],
+        eligibility_losses=planned.figures.eligibility_losses,
+    )
+    c = outcome.counts
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=dg.AssetKey("membership_sync"),
+            metadata={
+                "dry_run": True,
+                **c,
+                "eligibility_losses": planned.figures.eligibility_losses,
+                "rejected": planned.figures.rejected,
+                "would_block": ", ".join(outcome.would_block) or "nothing",
+                "guards": guards_md(blockers),
+                "preview": delta_preview(planned.delta),
+            },
+        )
+    )
+    context.log.info(
+        f"dry run: would apply {c}"
+        + (
+            f"; a real run would be blocked by {', '.join(outcome.would_block)}"
+            if outcome.would_block
+            else ""
+        )
+        + "; nothing written"
+    )
+    return outcome

@@ -12,7 +12,7 @@ from ..connectors.errors import ApiError
 from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
-from ..run_tags import DRY_RUN_TAGS, mark_dry_run
+from ..run_tags import DRY_RUN_TAGS, SOURCE_TAG, mark_dry_run
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
@@ -90,7 +90,7 @@ def django_members_changed(context: dg.SensorEvaluationContext, django: DjangoRe
         return dg.SkipReason("a registry sync is already running")
     run_key = hashlib.sha256(f"{context.cursor}->{marker}".encode()).hexdigest()[:20]
     context.update_cursor(marker)
-    return dg.RunRequest(run_key=run_key, tags={"membership/source": "sensor"})
+    return dg.RunRequest(run_key=run_key, tags={SOURCE_TAG: "sensor"})
 
 
 class RollbackConfig(dg.Config):

@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from ..run_tags import SOURCE_TAG
 from .automation import ACTIVE_RUN_STATUSES, registry_preview, registry_sync
 from .events import SOURCE_API, SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
 from .history import ADMIN_SOURCE_PREFIX
 from .resources import MembersDatabase
 
 SENSOR_NAME = "registry_change_events"
-SOURCE_TAG = "membership/source"
 # A claim whose run never appeared is re-requested for this long; later the hourly sync covers it.
 REPAIR_WINDOW = timedelta(hours=1)
 KEEP_CONSUMED = timedelta(days=30)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from ..run_tags import is_tagged_dry_run, run_source
 from ..warehouse.assets import deliver_owed_history
 from ..warehouse.resources import AuditWarehouse
 from .resources import MembersDatabase
@@ -43,8 +44,6 @@ def keep_unlogged_failure(
 
 
 def _entry_from_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> SyncLogEntry:
-    from .assets import run_is_dry, run_source  # assets imports this module
-
     run = record.dagster_run
     kept = run.tags.get(UNLOGGED_TAG)
     if kept:
@@ -61,7 +60,7 @@ def _entry_from_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> SyncL
         source=run_source(run),
         status="failed",
         sync_time=datetime.fromtimestamp(start, UTC),
-        dry_run=run_is_dry(run),
+        dry_run=is_tagged_dry_run(run),
         errors={"step": step, "type": kind, "error": LOST_FAILURE},
         duration_ms=int((record.end_time - start) * 1000) if record.end_time else None,
         run_id=run.run_id,
@@ -114,9 +113,7 @@ def history_catch_up(
 ):
     """Every run, before anything else: failed syncs the members DB could not log are logged,
     and history earlier syncs owe the warehouse (it was down) is delivered, exactly once."""
-    from .assets import is_dry_run
-
-    if is_dry_run(context):
+    if is_tagged_dry_run(context.run):
         context.log.info("dry run: owed history and unlogged failures are left for the next real run")
         return
     store = members_db.store()

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from ..privacy import scrub_json
+from ..registry.outcome import SyncOutcome
 from ..registry.resources import MembersDatabase
 from ..registry.store import APPLIED, MembersStore
 from .audit import RunIdentity, record, run_identity
@@ -33,8 +34,8 @@ def _with_sync_id(value: pd.DataFrame, run: RunIdentity) -> pd.DataFrame:
     return value.assign(sync_id=run.run_id)
 
 
-def _sync_delta(value: dict, run: RunIdentity) -> pd.DataFrame:
-    return value["delta"].assign(sync_id=value["sync_id"], dry_run=value["dry_run"])
+def _sync_delta(value: SyncOutcome, run: RunIdentity) -> pd.DataFrame:
+    return value.delta.assign(sync_id=value.sync_id, dry_run=value.dry_run)
 
 
 def log_rows(log: pd.DataFrame) -> pd.DataFrame:
@@ -158,11 +159,14 @@ def history_asset(table: str, source: str, to_rows: Rows = _as_frame) -> dg.Asse
     metadata={"dagster/column_schema": column_schema("membership_sync_log")},
 )
 def membership_sync_log_history(
-    context: dg.AssetExecutionContext, warehouse: AuditWarehouse, members_db: MembersDatabase, sync: dict
+    context: dg.AssetExecutionContext,
+    warehouse: AuditWarehouse,
+    members_db: MembersDatabase,
+    sync: SyncOutcome,
 ) -> dg.MaterializeResult:
     # Dry runs do not materialize membership_sync, so this only runs after a real sync.
     store = members_db.store()
-    owed = store.history_owed(sync_ids=[sync["sync_id"]])
+    owed = store.history_owed(sync_ids=[sync.sync_id])
     result = _write(context, warehouse, "membership_sync_log", sync_log_rows(members_db), stamp=False)
     store.history_delivered(owed)  # this sync's whole history is in (the steps above wrote it)
     return result
