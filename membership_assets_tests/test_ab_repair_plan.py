@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from membership_assets.action_builder.records import Connection, Person, Tagging, Unit
+from membership_assets.action_builder.records import Connection, Entity, Tagging, Unit
 from membership_assets.action_builder.repair import (
     HOLD_REASONS,
     deletions_left_to_cleanup,
@@ -40,7 +40,7 @@ class Campaign:
         return f"{prefix}{self._n}"
 
     def person(self, pid: str, units: list[tuple[str, bool, dict]], own: dict[str, list[str]]):
-        self.people.append(Person(pid, "Person", "Ana", "Baker", None, None))
+        self.people.append(Entity(pid, "Person", "Ana", "Baker", None, None))
         for pos, (unit, inactive, conn_tags) in enumerate(units):
             cid = self._id("c")
             self.conns.append(Connection(cid, pid, unit, "People + Units", inactive, pos))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from membership_assets.action_builder.records import Connection, Person, Tagging, Unit
+from membership_assets.action_builder.records import Connection, Entity, Tagging, Unit
 from membership_assets.action_builder.rules import (
     REPORT_COLUMNS,
     FieldNames,
@@ -17,7 +17,7 @@ _n = iter(range(10_000))
 
 
 def person(pid="p", entity_type="Person"):
-    return Person(pid, entity_type, "Ana", "Diaz", "2026-01-01T00:00:00Z", f"https://x/{pid}")
+    return Entity(pid, entity_type, "Ana", "Diaz", "2026-01-01T00:00:00Z", f"https://x/{pid}")
 
 
 def conn(cid, pid="p", unit="u1", inactive=False, position=0, ctype="People + Units"):

@@ -20,7 +20,7 @@ from ..warehouse.resources import AuditWarehouse
 from . import campaign_state
 from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
 from .journal import DeletionJournal, deliver_journal
-from .records import COLUMN_DESCRIPTIONS, Connection, Person, Tagging, Unit, from_frame, to_frame
+from .records import COLUMN_DESCRIPTIONS, Connection, Entity, Tagging, Unit, from_frame, to_frame
 from .repair import RepairStep, deletions_left_to_cleanup, repair_plan_section
 from .report import (
     CampaignFacts,
@@ -126,7 +126,7 @@ QUARANTINE_COLUMN = ("quarantine_reason", "string", COLUMN_DESCRIPTIONS["quarant
         "ab_people": dg.AssetOut(
             description="Entities of the campaign read by the scan (people and units).",
             tags=KIND,
-            metadata=_schema(Person, QUARANTINE_COLUMN),
+            metadata=_schema(Entity, QUARANTINE_COLUMN),
         ),
         "ab_connections": dg.AssetOut(
             description="Connections of the scanned people.", tags=KIND, metadata=_schema(Connection)
@@ -168,7 +168,7 @@ def action_builder_campaign(
         checkpoint.close()
         client.api.close()
 
-    people = to_frame(snap.entities, Person)
+    people = to_frame(snap.entities, Entity)
     people["quarantine_reason"] = people["person_id"].map(snap.quarantined)
     connections = to_frame(snap.connections, Connection)
     units = to_frame(list(snap.units.values()), Unit)
@@ -402,7 +402,7 @@ def membership_mismatches(
     readable = ab_people[ab_people["quarantine_reason"].isna()]
     names = action_builder.field_names
     result = evaluate(
-        from_frame(Person, readable),
+        from_frame(Entity, readable),
         from_frame(Connection, ab_connections),
         {u.unit_id: u for u in from_frame(Unit, ab_units)},
         from_frame(Tagging, ab_taggings),

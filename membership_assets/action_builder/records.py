@@ -19,8 +19,10 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
-class Person:
-    person_id: str
+class Entity:
+    """A person or a unit: Action Builder lists both as entities, with the same fields."""
+
+    person_id: str  # the entity's id (the column keeps the name the stored tables know)
     entity_type: str
     given_name: str | None
     family_name: str | None
@@ -123,11 +125,11 @@ def _strip_prefix(value: str) -> str:
     return value[len(NATIVE_PREFIX) :] if value.startswith(NATIVE_PREFIX) else value
 
 
-def person_from_api(raw: dict[str, Any]) -> Person:
+def entity_from_api(raw: dict[str, Any]) -> Entity:
     pid = native_id(raw)
     if not pid:
         raise RecordError("entity has no action_builder: identifier")
-    return Person(
+    return Entity(
         person_id=pid,
         entity_type=_str(raw, "action_builder:entity_type") or "",
         given_name=_str(raw, "given_name"),

@@ -20,7 +20,7 @@ from ..warehouse.assets import column_schema
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
 from .assets import GROUP, KIND
-from .records import Connection, Person, Tagging, Unit, from_frame, to_frame
+from .records import Connection, Entity, Tagging, Unit, from_frame, to_frame
 from .repair import (
     OUTCOME_COLUMNS,
     REPAIR_REPORT_COLUMNS,
@@ -74,7 +74,7 @@ def planned_tag_repairs(
     names = action_builder.field_names
     readable = ab_people[ab_people["quarantine_reason"].isna()]
     evaluation = evaluate(
-        from_frame(Person, readable),
+        from_frame(Entity, readable),
         from_frame(Connection, ab_connections),
         {u.unit_id: u for u in from_frame(Unit, ab_units)},
         from_frame(Tagging, ab_taggings),

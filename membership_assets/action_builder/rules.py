@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .records import Connection, Person, Tagging, Unit
+from .records import Connection, Entity, Tagging, Unit
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def _unit_value(unit: Unit | None, field_name: str) -> tuple[str | None, str | N
 
 
 def evaluate(
-    people: Iterable[Person],
+    people: Iterable[Entity],  # units too: only people are judged
     connections: Iterable[Connection],
     units: Mapping[str, Unit],
     taggings: Iterable[Tagging],

@@ -46,12 +46,12 @@ from .evidence import (
 )
 from .records import (
     Connection,
-    Person,
+    Entity,
     RecordError,
     Tagging,
     Unit,
     connection_from_api,
-    person_from_api,
+    entity_from_api,
     tagging_from_api,
     unit_from_api,
 )
@@ -83,7 +83,7 @@ class CampaignSnapshot:
 
     since: datetime | None
     strategy: str
-    entities: list[Person]  # people and units alike: the people listing holds every entity type
+    entities: list[Entity]  # people and units alike: the people listing holds every entity type
     units: dict[str, Unit]
     connections: list[Connection]
     taggings: list[Tagging]
@@ -103,7 +103,7 @@ class CampaignSnapshot:
     attempt_requests: dict[str, Any] = field(default_factory=dict)  # this attempt's alone
 
     @property
-    def people(self) -> list[Person]:
+    def people(self) -> list[Entity]:
         return [e for e in self.entities if e.is_person]
 
     @property
@@ -126,12 +126,12 @@ class NameChecks:
 class EntityListing:
     """Step 2: every entity the people listing holds (people and units alike), units by id."""
 
-    entities: list[Person]
+    entities: list[Entity]
     units: dict[str, Unit]
     quarantined: dict[str, str]  # entity id -> why it could not be read
 
     @property
-    def people(self) -> list[Person]:
+    def people(self) -> list[Entity]:
         return [e for e in self.entities if e.is_person]
 
 
@@ -396,12 +396,12 @@ class CampaignScanner:
             progress=Progress(self.log, "people pages", every=self.progress_every),
         )
         self.log.info(f"listed {len(raw_entities)} entities" + (f" modified since {since}" if since else ""))
-        entities: list[Person] = []
+        entities: list[Entity] = []
         units: dict[str, Unit] = {}
         quarantined: dict[str, str] = {}
         for raw in raw_entities:
             try:
-                entity = person_from_api(raw)
+                entity = entity_from_api(raw)
             except RecordError as exc:
                 self._quarantine(quarantined, native_id(raw) or "<no id>", f"unreadable entity: {exc}")
                 continue
@@ -410,7 +410,7 @@ class CampaignScanner:
                 units[entity.person_id] = unit_from_api(raw)
         return EntityListing(entities, units, quarantined)
 
-    def _confirm_unit_type(self, checks: NameChecks, entities: list[Person], *, full: bool) -> None:
+    def _confirm_unit_type(self, checks: NameChecks, entities: list[Entity], *, full: bool) -> None:
         """A full listing holds every entity: its types confirm or contradict the unit type."""
         if not full:
             return  # only full scans read per unit; an incremental listing proves nothing here
