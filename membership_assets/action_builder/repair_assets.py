@@ -38,7 +38,7 @@ from .repair import (
 )
 from .resources import ActionBuilderResource
 from .rules import evaluate
-from .scan import _tag_catalog
+from .scan import tag_catalog
 
 AUDIT_TABLE = "ab_tag_repairs"
 AUDIT_COLUMNS = [*OUTCOME_COLUMNS, "attempt_run_id"]
@@ -82,7 +82,7 @@ def planned_tag_repairs(
     )
     client = action_builder.open_client(log=context.log)
     try:
-        catalog = _tag_catalog(client.list_tags())
+        catalog = tag_catalog(client.list_tags())
     finally:
         client.api.close()
     steps = plan_repairs(

@@ -74,7 +74,7 @@ class CatalogMismatch(ScanAborted):
     """The configured field, connection type or entity type names are not the campaign's."""
 
 
-# -- what a scan returns -------------------------------------------------------------------------
+# -- what a scan returns ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -111,7 +111,7 @@ class CampaignSnapshot:
         return self.finished_at - self.started_at
 
 
-# -- what each step returns, in step order -------------------------------------------------------
+# -- what each step returns, in step order ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ class CampaignScanner:
         the scan find no unit connections and "succeed" judging nobody.
         """
         tags = self.client.list_tags(map_fn=map_fn, cache=self._page_cache("tags"))
-        catalog = _tag_catalog(tags)
+        catalog = tag_catalog(tags)
         problems = []
         fields = {t["field"] for t in catalog if t["field"]}
         for configured in self.names.tag_fields:
@@ -385,7 +385,7 @@ class CampaignScanner:
             return missing_catalog(why)
         return read_catalog(entries, namer)
 
-    # -- step 2: people and units (one listing holds every entity type) -------------------------
+    # -- step 2: people and units (one listing holds every entity type) ----------------------------
 
     def _read_entities(self, map_fn, since: datetime | None) -> EntityListing:
         """Every entity listed (modified ``since``, when given); an unreadable one is set aside."""
@@ -589,7 +589,7 @@ class CampaignScanner:
                 f"refusing to judge the campaign on partial data. First: {sample}"
             )
 
-    # -- step 4: units an incremental listing did not include ------------------------------------
+    # -- step 4: units an incremental listing did not include --------------------------------------
 
     def _read_missing_units(
         self, pool, source: dict[str, Connection], listed: dict[str, Unit]
@@ -610,7 +610,7 @@ class CampaignScanner:
                 self.log.warning(f"unit {uid} unreadable ({exc}); its members' unit is not compared")
         return FetchedUnits(units, fetched.resumed)
 
-    # -- step 5: membership taggings, per tag or per person ---------------------------------------
+    # -- step 5: membership taggings, per tag or per person ----------------------------------------
 
     def _read_taggings(
         self,
@@ -618,24 +618,24 @@ class CampaignScanner:
         map_fn,
         strategy: str,
         catalog: list[dict[str, Any]],
-        judged: list[str],
+        to_judge: list[str],
         source: dict[str, Connection],
     ) -> TaggingRead:
-        """The judged people's taggings, read whichever way costs fewer requests."""
+        """The taggings of the people to judge, read whichever way costs fewer requests."""
         relevant_tags = [t["tag_id"] for t in catalog if t["field"] in self.names.tag_fields]
         caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
-        chosen, costs = self._choose_strategy(strategy, relevant_tags, len(judged), map_fn, caches)
+        chosen, costs = self._choose_strategy(strategy, relevant_tags, len(to_judge), map_fn, caches)
         if chosen == "per_tag":
             taggings = self._taggings_per_tag(relevant_tags, map_fn, caches)
             if taggings is not None:
                 return TaggingRead(taggings, chosen, costs, {}, 0)
-        return self._taggings_per_person(pool, judged, source, costs)
+        return self._taggings_per_person(pool, to_judge, source, costs)
 
     def _choose_strategy(
-        self, requested: str, relevant_tags: list[str], judged: int, map_fn, caches: dict[str, PageCache]
+        self, requested: str, relevant_tags: list[str], people: int, map_fn, caches: dict[str, PageCache]
     ) -> tuple[str, dict[str, int]]:
-        """ "per_tag" or "per_person", and the costs that decided it."""
-        per_person_cost = 2 * judged  # person taggings + source-connection taggings
+        """Which way to read taggings ("per_tag" or "per_person"), and the costs that decided it."""
+        per_person_cost = 2 * people  # person taggings + source-connection taggings
         costs = {"per_person_estimate": per_person_cost}
         if requested == "per_person" or (requested == "auto" and len(relevant_tags) >= per_person_cost):
             return "per_person", costs
@@ -681,13 +681,13 @@ class CampaignScanner:
     def _taggings_per_person(
         self,
         pool: ThreadPoolExecutor,
-        judged: list[str],
+        to_judge: list[str],
         source: dict[str, Connection],
         costs: dict[str, int],
     ) -> TaggingRead:
-        """Each judged person's own taggings and their source connection's."""
-        conn_owner = {source[pid].connection_id: pid for pid in judged}
-        by_person = self._fetch_each(pool, "person_taggings", judged, self.client.list_person_taggings)
+        """Each to_judge person's own taggings and their source connection's."""
+        conn_owner = {source[pid].connection_id: pid for pid in to_judge}
+        by_person = self._fetch_each(pool, "person_taggings", to_judge, self.client.list_person_taggings)
         by_conn = self._fetch_each(
             pool, "connection_taggings", list(conn_owner), self.client.list_connection_taggings
         )
@@ -697,7 +697,7 @@ class CampaignScanner:
         for cid, exc in by_conn.failures.items():
             self._quarantine(quarantined, conn_owner[cid], f"connection_taggings failed: {exc}")
         out: list[Tagging] = []
-        for pid in judged:
+        for pid in to_judge:
             cid = source[pid].connection_id
             if pid in quarantined or by_person.values.get(pid) is None or by_conn.values.get(cid) is None:
                 continue
@@ -712,7 +712,7 @@ class CampaignScanner:
                 self._quarantine(quarantined, pid, f"unreadable tagging: {exc}")
         return TaggingRead(out, "per_person", costs, quarantined, by_person.resumed + by_conn.resumed)
 
-    # -- step 6: a scan that judged nobody (or far too few) is not a success ----------------------
+    # -- step 6: a scan that judged nobody (or far too few) is not a success -----------------------
 
     def _check_judged(self, people: int, judged: list[str], connected: UnitConnections) -> list[str]:
         """Abort a scan that compared nothing or far too few; the notes the summary must carry."""
@@ -736,7 +736,7 @@ class CampaignScanner:
                 )
         return notes
 
-    # -- step 7: say which evidence confirmed each name ------------------------------------------
+    # -- step 7: say which evidence confirmed each name --------------------------------------------
 
     def _name_evidence(self, checks: NameChecks, *, full: bool) -> NameEvidence:
         """Which evidence confirmed each name; a note whenever a catalog gave none."""
@@ -815,7 +815,7 @@ class _PersonReads:
     resumed: int = 0
 
 
-# -- pure helpers, in the order the steps use them ---------------------------------------------------
+# -- pure helpers, in the order the steps use them -------------------------------------------------
 
 
 def _check_options(since: datetime | None, strategy: str, connections: str) -> None:
@@ -827,7 +827,9 @@ def _check_options(since: datetime | None, strategy: str, connections: str) -> N
         raise ValueError("per-unit connection reads need a full scan: only it lists every unit")
 
 
-def _tag_catalog(raw_tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def tag_catalog(raw_tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The campaign's tags as rows of tag_id, section, field, name, and whether field and name
+    alone name it (``unique``); shared with the repair's fresh read of the catalog."""
     rows = []
     for raw in raw_tags:
         tid = native_id(raw)

@@ -103,7 +103,7 @@ PSEUDONYM = "member_pseudonym"
 PSEUDONYM_OF_RAW = "raw_kennitala_pseudonym"
 
 
-# -- every step: which sync this is, and its failure logged ---------------------------------------
+# -- every step: which sync this is, and its failure logged ----------------------------------------
 
 
 def sync_id_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
@@ -155,7 +155,7 @@ def failed_sync_logged(
         raise
 
 
-# -- step 1: the registry's listing ---------------------------------------------------------------
+# -- step 1: the registry's listing ----------------------------------------------------------------
 
 
 def read_registry(client: DjangoRegistryClient, current: pd.DataFrame) -> RegistryListing:
@@ -320,7 +320,7 @@ def registry_validation(
     )
 
 
-# -- step 3: the changes to make, and the guards' verdict on them -------------------------------------
+# -- step 3: the changes to make, and the guards' verdict on them ----------------------------------
 
 
 def protected_by_rejects(member_rejects: pd.DataFrame, current: pd.DataFrame) -> set[str]:
@@ -419,7 +419,7 @@ def membership_delta(
     return dg.Output(planned, metadata=planned.metadata)
 
 
-# -- step 4: apply, and log the sync -------------------------------------------------------------------
+# -- step 4: apply, and log the sync ---------------------------------------------------------------
 
 
 class SyncConfig(dg.Config):
@@ -536,7 +536,7 @@ def membership_sync(
     return dg.Output(outcome, metadata=applied_metadata(outcome, planned.figures))
 
 
-# -- step 5: the view elections read ----------------------------------------------------------------
+# -- step 5: the view elections read ---------------------------------------------------------------
 
 
 @dg.asset(
@@ -555,7 +555,7 @@ def member_eligibility(
     )
 
 
-# -- the registry preview: steps 1-3 as a dry run that reports and writes nothing --------------------
+# -- the registry preview: steps 1-3 as a dry run that reports and writes nothing ------------------
 
 
 class PreviewConfig(dg.Config):
