@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..connectors.errors import ApiError, AuthError, NotFoundError, RateLimitedError
 from .checkpoint import MemoryPageCache, ScanCheckpoint
@@ -60,6 +60,7 @@ from .rules import FieldNames
 STRATEGIES = ("auto", "per_person", "per_tag")
 CONNECTION_STRATEGIES = ("auto", "per_person", "per_unit")
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 SAMPLE_SIZE = 10  # people read one by one to check per-unit connection listings
@@ -133,6 +134,19 @@ class EntityListing:
     @property
     def people(self) -> list[Entity]:
         return [e for e in self.entities if e.is_person]
+
+
+@dataclass(frozen=True)
+class SharedListings(Generic[R]):
+    """Records read from listings many people share (one per unit, or per tag), unless one of
+    them cannot be attributed: then nobody's can be trusted, and people are read one by one."""
+
+    records: R
+    unattributable: str = ""  # the record that could not be attributed, and why
+
+    @property
+    def usable(self) -> bool:
+        return not self.unattributable
 
 
 @dataclass(frozen=True)
@@ -460,9 +474,10 @@ class CampaignScanner:
 
         if mode == "per_person":
             return result(self._connections_per_person(pool, wanted, checks, reads), mode)
-        found = self._connections_per_unit(map_fn, units, set(wanted), checks)
-        if found is None:
+        per_unit = self._connections_per_unit(map_fn, units, set(wanted), checks)
+        if not per_unit.usable:
             return result(self._connections_per_person(pool, wanted, checks, reads), "per_person")
+        found = per_unit.records
         sample = self._cross_check_sample(pool, found, wanted, checks, reads)
         if sample.differing:
             note = self._note(
@@ -479,9 +494,9 @@ class CampaignScanner:
 
     def _connections_per_unit(
         self, map_fn, units: list[str], person_ids: set[str], checks: NameChecks
-    ) -> dict[str, list[Connection]] | None:
-        """The members' connections as the units' listings show them; None when a listing holds
-        a connection that cannot be read (then nobody can be attributed: read per person)."""
+    ) -> SharedListings[dict[str, list[Connection]]]:
+        """The members' connections as the units' listings show them (a connection that cannot
+        be read names no member, so it makes the listings unusable)."""
         listings = [
             self.client.connections_listing(
                 uid,
@@ -505,7 +520,7 @@ class CampaignScanner:
                     seen = connection_from_api(raw, uid, 0)
                 except RecordError as exc:
                     self.log.warning(f"unit {uid} lists an unreadable connection ({exc}); reading per person")
-                    return None
+                    return SharedListings({}, f"unit {uid} lists an unreadable connection ({exc})")
                 member = seen.other_id
                 if member in person_ids:
                     found[member].append(
@@ -518,7 +533,7 @@ class CampaignScanner:
                             len(found[member]),
                         )
                     )
-        return dict(found)
+        return SharedListings(dict(found))
 
     def _cross_check_sample(
         self,
@@ -626,9 +641,9 @@ class CampaignScanner:
         caches = {tid: self._page_cache(f"tag:{tid}") or MemoryPageCache() for tid in relevant_tags}
         chosen, costs = self._choose_strategy(strategy, relevant_tags, len(to_judge), map_fn, caches)
         if chosen == "per_tag":
-            taggings = self._taggings_per_tag(relevant_tags, map_fn, caches)
-            if taggings is not None:
-                return TaggingRead(taggings, chosen, costs, {}, 0)
+            per_tag = self._taggings_per_tag(relevant_tags, map_fn, caches)
+            if per_tag.usable:
+                return TaggingRead(per_tag.records, chosen, costs, {}, 0)
         return self._taggings_per_person(pool, to_judge, source, costs)
 
     def _choose_strategy(
@@ -660,9 +675,9 @@ class CampaignScanner:
 
     def _taggings_per_tag(
         self, relevant_tags: list[str], map_fn, caches: dict[str, PageCache]
-    ) -> list[Tagging] | None:
-        """Every tagging of each relevant tag; None when one cannot be attributed to its person
-        or connection (then per-person reads are the only way to know whose it is)."""
+    ) -> SharedListings[list[Tagging]]:
+        """Every tagging of each relevant tag (one that names no person or connection makes the
+        listings unusable: per-person reads are then the only way to know whose it is)."""
         listings = [self.client.tag_taggings_listing(tid, cache=caches[tid]) for tid in relevant_tags]
         progress = Progress(self.log, "tag tagging pages", every=self.progress_every)
         out: list[Tagging] = []
@@ -675,8 +690,8 @@ class CampaignScanner:
                     self.log.warning(
                         f"per-tag listing cannot attribute a tagging ({exc}); falling back to per-person reads"
                     )
-                    return None
-        return out
+                    return SharedListings([], f"per-tag listing cannot attribute a tagging ({exc})")
+        return SharedListings(out)
 
     def _taggings_per_person(
         self,
