@@ -110,8 +110,8 @@ def registry_planner(django: Any, policy: Any) -> Planner:
         finally:
             client.api.close()
         frame = listing_frame(listing)
-        valid, rejects, _ = validate_listing(frame, policy)
-        return plan_sync(store, policy, frame, valid, rejects)
+        validated = validate_listing(frame, policy)
+        return plan_sync(store, policy, frame, validated.valid, validated.rejects)
 
     return plan
 
