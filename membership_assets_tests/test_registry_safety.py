@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from membership_assets.connectors.errors import BadResponseError, IncompleteListingError
 from membership_assets.connectors.http import JsonApiClient
 from membership_assets.definitions import build_definitions
-from membership_assets.registry.assets import protected_by_rejects, read_registry
 from membership_assets.registry.client import DjangoRegistryClient
 from membership_assets.registry.delta import compute_delta
+from membership_assets.registry.planning import protected_by_rejects, read_registry
 from membership_assets.registry.resources import DjangoRegistryResource, RegistrySyncPolicy
 from membership_assets.registry.store import (
     FIELD_LIMITS,

@@ -8,6 +8,7 @@ import dagster as dg
 
 from membership_assets.definitions import defs as code_location
 from membership_assets.registry import assets as registry_assets
+from membership_assets.registry import planning
 from membership_assets.registry.delta import DELTA_COLUMNS
 from membership_assets.registry.store import MembersStore
 
@@ -50,7 +51,7 @@ def test_previews_and_logs_label_pseudonyms_as_pseudonyms(registry_defs, instanc
     [delta] = result.asset_materializations_for_node("membership_delta")
     preview = delta.metadata["preview"].value
     header = preview.splitlines()[0]
-    assert registry_assets.PSEUDONYM in header and "kennitala" not in header.replace("_pseudonym", "")
+    assert planning.PSEUDONYM in header and "kennitala" not in header.replace("_pseudonym", "")
     assert leaver not in preview
     [rejects] = [
         m

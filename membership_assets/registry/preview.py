@@ -23,6 +23,7 @@ import pandas as pd
 
 from .admin_store import AdminStore
 from .delta import DELTA_COLUMNS, counts
+from .planning import listing_frame, plan_sync, read_registry, validate_listing
 from .store import MembersStore
 
 log = logging.getLogger("membership_assets.sync_api.admin")
@@ -102,8 +103,6 @@ def registry_planner(django: Any, policy: Any) -> Planner:
     RegistrySyncPolicy, both with plain values (not EnvVar)."""
 
     def plan(store: MembersStore):
-        from .assets import listing_frame, plan_sync, read_registry, validate_listing
-
         client = django.open_client()
         try:
             listing = read_registry(client, store.current_members())
