@@ -8,8 +8,8 @@ import pandas as pd
 from pydantic import Field
 
 from .. import pools
+from ..config import default_schedule_status
 from ..connectors.errors import ApiError
-from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
 from ..run_tags import DRY_RUN_TAGS, mark_dry_run
@@ -21,6 +21,7 @@ from .assets import GROUP, delta_preview, guards_md, preview_registry_sync, sync
 from .delta import apply_in_memory, counts, eligibility_losses
 from .guards import RollbackFigures, Violation, blocking, evaluate_rollback_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
+from .settings import RegistrySettings
 from .store import MembersStore, RollbackError, SyncLogEntry
 from .validation import ACTIVE, SUSPENDED
 
@@ -48,10 +49,10 @@ def registry_preview():
 registry_hourly = dg.ScheduleDefinition(
     name="registry_hourly",
     job=registry_sync,
-    cron_schedule=REGISTRY_SYNC_CRON,
+    cron_schedule=RegistrySettings.load().sync_cron,
     execution_timezone="Atlantic/Reykjavik",
     description="New members can vote, and removed ones cannot, within an hour.",
-    default_status=SCHEDULE_DEFAULT_STATUS,
+    default_status=default_schedule_status(),
 )
 
 ACTIVE_RUN_STATUSES = [
