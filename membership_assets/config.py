@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 import dagster as dg
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .settings import is_production, schedules_start_running
 
@@ -78,7 +78,8 @@ def _csv(value: Any) -> Any:
     return value
 
 
-CommaList = Annotated[tuple[str, ...], BeforeValidator(_csv)]
+# NoDecode: a comma-separated list, not the JSON pydantic-settings expects of a tuple.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 
 
 class Settings(BaseSettings):

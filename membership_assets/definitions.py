@@ -7,6 +7,7 @@ import dagster as dg
 
 # Modules, not their `defs`: Dagster allows one Definitions object at module scope here.
 from .action_builder import definitions as action_builder
+from .config import ConfigError
 from .notify import definitions as notify
 from .preflight import job as preflight
 from .registry import definitions as registry
@@ -20,8 +21,14 @@ DOMAINS = (action_builder, registry, warehouse, notify)
 def resources_for(env: str | None = None) -> dict[str, Any]:
     """Every resource of this environment (MEMBERSHIP_ENV): each domain builds its own."""
     merged: dict[str, Any] = {}
+    problems: list[str] = []
     for domain in DOMAINS:
-        merged.update(domain.resources(env))
+        try:
+            merged.update(domain.resources(env))
+        except ConfigError as exc:  # every domain's problems in one message, not the first only
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     # Scratch in Cloud Storage uses the warehouse's service account (or ADC).
     credentials = WarehouseSettings.load(env).env_var("credentials")
     return {**merged, "io_manager": ScratchSettings.load(env).io_manager(env, credentials)}

@@ -215,13 +215,15 @@ class RegistrySettings(Settings):
             raise KeyError(self.variable("members_db_url"))
         return with_password(url, self.secret("members_db_password"))
 
-    def django_resource(self, env: str | None = None) -> DjangoRegistryResource:
-        """The registry resource with its values resolved, for a process outside Dagster."""
+    def django_resource(self, env: str | None = None) -> DjangoRegistryResource | None:
+        """The registry resource with its values resolved, for a process outside Dagster (the
+        admin page's preview); None when the registry's URL or token is not configured here."""
         django = self.resources(env)["django"]
         values = {k: getattr(django, k) for k in type(django).model_fields}
-        return DjangoRegistryResource(
-            **{k: v.get_value() if isinstance(v, dg.EnvVar) else v for k, v in values.items()}
-        )
+        values = {k: v.get_value() if isinstance(v, dg.EnvVar) else v for k, v in values.items()}
+        if not values.get("base_url") or not (values.get("api_key") or values.get("password")):
+            return None
+        return DjangoRegistryResource(**values)
 
 
 class ReceiverSettings(Settings):
@@ -454,9 +456,7 @@ def admin_settings(env: str | None = None, host: str = "127.0.0.1") -> AdminSett
         raise AdminConfigError(f"SYNC_ADMIN_SESSION_SECRET_PASSWORD {problem}")
     registry = RegistrySettings.load(env)
     django = registry.django_resource(env)
-    planner = (
-        registry_planner(django, registry.registry_policy()) if django.base_url and django.api_key else None
-    )
+    planner = registry_planner(django, registry.registry_policy()) if django else None
     return AdminSettings(
         users=users,
         # Without a configured secret (local), sessions last until this process restarts.
