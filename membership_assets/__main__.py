@@ -35,14 +35,23 @@ def _dagster_home() -> Path:
     return home
 
 
+def _embedded_default(command: str) -> bool:
+    """``dev`` and ``demo`` run on the simulators only: refuse a production environment."""
+    from .settings import ENVIRONMENT_VAR, LOCAL
+
+    os.environ.setdefault(ENVIRONMENT_VAR, LOCAL)
+    if os.environ[ENVIRONMENT_VAR] != LOCAL:
+        print(f"{command} runs on the embedded default only ({ENVIRONMENT_VAR}={LOCAL})", file=sys.stderr)
+        return False
+    return True
+
+
 def dev(args: argparse.Namespace) -> int:
     """The Dagster UI on the embedded default: simulators up, instance configured, `dagster dev`."""
 
     from .simulators.local import LocalSimulators
 
-    os.environ.setdefault("MEMBERSHIP_ENV", "local")
-    if os.environ["MEMBERSHIP_ENV"] != "local":
-        print("dev runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+    if not _embedded_default("dev"):
         return 2
     home = _dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
@@ -102,9 +111,7 @@ def stop_tree(proc) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("MEMBERSHIP_ENV", "local")
-    if os.environ["MEMBERSHIP_ENV"] != "local":
-        print("demo runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+    if not _embedded_default("demo"):
         return 2
     _dagster_home()
     import dagster as dg
