@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -233,6 +235,11 @@ def bigquery_emulator_url() -> str:
     return url
 
 
+EMULATOR_PROJECT = "membership-test"
+EMULATOR_DATASET_PREFIXES = ("audit_", "preflight_")  # the datasets tests make (and drop)
+STALE_DATASET_AGE = timedelta(hours=1)  # no test runs that long: older ones were left behind
+
+
 def emulator_warehouse(prefix: str = "audit"):
     """A BigQuery warehouse on the emulator, in a dataset of its own."""
     import uuid
@@ -241,11 +248,35 @@ def emulator_warehouse(prefix: str = "audit"):
 
     from membership_assets.warehouse.resources import BigQueryWarehouse
 
+    url = bigquery_emulator_url()
+    sweep_stale_emulator_datasets(url)
     return BigQueryWarehouse(
-        bigquery=BigQueryResource(project="membership-test"),
+        bigquery=BigQueryResource(project=EMULATOR_PROJECT),
         dataset=f"{prefix}_{uuid.uuid4().hex[:10]}",
-        api_endpoint=bigquery_emulator_url(),
+        api_endpoint=url,
     )
+
+
+@functools.cache
+def sweep_stale_emulator_datasets(url: str) -> None:
+    """Once per test process: delete the test datasets that earlier runs left on the emulator
+    (killed runs, code from before drop_emulator_datasets); they slow every emulator call. Only
+    datasets older than any test can run, so another run's tests on the same emulator keep theirs."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(
+        project=EMULATOR_PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+    )
+    cutoff = datetime.now(timezone.utc) - STALE_DATASET_AGE
+    try:
+        for item in client.list_datasets():
+            if item.dataset_id.startswith(EMULATOR_DATASET_PREFIXES):
+                created = client.get_dataset(item.reference).created
+                if created is not None and created < cutoff:
+                    client.delete_dataset(item.reference, delete_contents=True, not_found_ok=True)
+    finally:
+        client.close()
 
 
 def drop_emulator_datasets(warehouse) -> None:
