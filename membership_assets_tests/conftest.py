@@ -262,6 +262,7 @@ def sweep_stale_emulator_datasets(url: str) -> None:
     """Once per test process: delete the test datasets that earlier runs left on the emulator
     (killed runs, code from before drop_emulator_datasets); they slow every emulator call. Only
     datasets older than any test can run, so another run's tests on the same emulator keep theirs."""
+    from google.api_core.exceptions import NotFound
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
@@ -271,10 +272,14 @@ def sweep_stale_emulator_datasets(url: str) -> None:
     cutoff = datetime.now(timezone.utc) - STALE_DATASET_AGE
     try:
         for item in client.list_datasets():
-            if item.dataset_id.startswith(EMULATOR_DATASET_PREFIXES):
+            if not item.dataset_id.startswith(EMULATOR_DATASET_PREFIXES):
+                continue
+            try:
                 created = client.get_dataset(item.reference).created
-                if created is not None and created < cutoff:
-                    client.delete_dataset(item.reference, delete_contents=True, not_found_ok=True)
+            except NotFound:  # the other xdist worker's sweep was first
+                continue
+            if created is not None and created < cutoff:
+                client.delete_dataset(item.reference, delete_contents=True, not_found_ok=True)
     finally:
         client.close()
 
