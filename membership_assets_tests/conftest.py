@@ -319,28 +319,28 @@ def audit_warehouse(request, tmp_path):
 
 # -- scheduling ----------------------------------------------------------------------------------
 
-# The slowest tests, slowest first (CI's --durations; BigQuery emulator, daemons, killed workers).
+# The slowest tests, slowest first (--durations: daemons, killed workers, the BigQuery emulator).
 # They start first, so the two xdist workers (scripts/test.sh) end together on short tests instead
 # of one of them idling while the other runs a long test collected last (test_warehouse.py is).
 SLOW_FIRST = (
-    "test_warehouse.py::test_the_same_flow_on_the_bigquery_emulator_returns_the_same_rows",
-    "test_recovery.py::test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run[postgres-bigquery]",
-    "test_analyst_views.py::test_analyst_views_carry_pseudonyms_and_no_direct_identifiers[bigquery]",
     "test_deployment_topology.py::test_isolated_runs_crash_and_retry_on_the_production_topology",
     "test_pool_crash.py::test_a_run_killed_inside_each_pooled_step_is_retried_and_frees_its_pool",
-    "test_warehouse.py::test_writing_a_slice_twice_replaces_it_and_other_slices_stay[bigquery]",
-    "test_recovery.py::test_owed_history_of_several_syncs_is_delivered_once_on_either_warehouse[postgres-bigquery]",
-    "test_warehouse.py::test_an_empty_warehouse_answers_every_query_with_no_rows[bigquery]",
-    "test_preflight.py::test_bigquery_dataset_missing_then_present_with_the_expected_schema",
-    "test_warehouse.py::test_types_round_trip[bigquery]",
+    "test_warehouse.py::test_the_same_flow_on_the_bigquery_emulator_returns_the_same_rows",
     "test_dev_command.py::test_one_sigint_stops_dev_and_every_process_it_started",
+    "test_recovery.py::test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run[postgres-bigquery]",
     "test_recovery.py::test_a_warehouse_outage_mid_cleanup_is_healed_by_the_next_cleanup",
     "test_ab_repair_crash.py::test_sigkill_during_live_repairs_leaves_an_audit_that_reexecution_settles",
     "test_ab_report_email.py::test_at_most_one_report_a_day_across_runs_and_processes",
     "test_ab_crash.py::test_sigkill_during_live_deletions_leaves_an_audit_that_reexecution_settles",
     "test_warehouse.py::test_a_sync_applied_by_a_reexecution_is_mirrored_under_its_root_run_id",
+    "test_analyst_views.py::test_analyst_views_carry_pseudonyms_and_no_direct_identifiers[bigquery]",
     "test_registry_safety.py::test_generated_interleavings_never_remove_a_member_present_throughout[sqlite]",
     "test_registry_safety.py::test_generated_interleavings_never_remove_a_member_present_throughout[postgres]",
+    "test_recovery.py::test_owed_history_of_several_syncs_is_delivered_once_on_either_warehouse[postgres-bigquery]",
+    "test_warehouse.py::test_writing_a_slice_twice_replaces_it_and_other_slices_stay[bigquery]",
+    "test_warehouse.py::test_an_empty_warehouse_answers_every_query_with_no_rows[bigquery]",
+    "test_preflight.py::test_bigquery_dataset_missing_then_present_with_the_expected_schema",
+    "test_warehouse.py::test_types_round_trip[bigquery]",
 )
 
 
