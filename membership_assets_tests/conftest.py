@@ -330,7 +330,7 @@ SLOW_FIRST = (
     "test_recovery.py::test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run[postgres-bigquery]",
     "test_recovery.py::test_a_warehouse_outage_mid_cleanup_is_healed_by_the_next_cleanup",
     "test_ab_repair_crash.py::test_sigkill_during_live_repairs_leaves_an_audit_that_reexecution_settles",
-    "test_ab_report_email.py::test_at_most_one_report_a_day_across_runs_and_processes",
+    "test_ab_report_email.py::test_at_most_one_report_a_day_across_runs_and_processes[60_people]",
     "test_ab_crash.py::test_sigkill_during_live_deletions_leaves_an_audit_that_reexecution_settles",
     "test_warehouse.py::test_a_sync_applied_by_a_reexecution_is_mirrored_under_its_root_run_id",
     "test_analyst_views.py::test_analyst_views_carry_pseudonyms_and_no_direct_identifiers[bigquery]",
