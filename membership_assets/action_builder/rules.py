@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from .records import Connection, Person, Tagging, Unit
+import pandas as pd
+
+from ..columns import column, not_a_column, record_columns
+from .records import COLUMN_DESCRIPTIONS, Connection, Person, Tagging, Unit
 
 
 @dataclass(frozen=True)
@@ -41,29 +45,94 @@ class FieldNames:
         return (self.unit, self.membership_type, self.membership_status)
 
 
+# Read "correct" as what the unit connection says and "tagged" as what the person carries now;
+# the report's CSV heads these columns correct_* / tagged_* (REPORT_SCHEMA).
 @dataclass(frozen=True)
 class Mismatch:
-    person_id: str
-    given_name: str | None
-    family_name: str | None
-    browser_url: str | None
-    inactive: bool
-    unit_name: str | None
-    membership_type: str | None
-    membership_status: str | None
-    current_unit_name: str
-    current_membership_type: str
-    current_membership_status: str
-    reasons: tuple[str, ...]
-    outdated_taggings: tuple[Tagging, ...]
+    """A person whose own unit/type/status tags disagree with their unit connection.
+
+    Its columns (the membership_mismatches frame, the audit table ab_mismatches) are its fields;
+    the tuples are held there as text or a count (``mismatch_frame``).
+    """
+
+    person_id: str = column(description=COLUMN_DESCRIPTIONS["person_id"])
+    given_name: str | None = column(description=COLUMN_DESCRIPTIONS["given_name"])
+    family_name: str | None = column(description=COLUMN_DESCRIPTIONS["family_name"])
+    browser_url: str | None = column(description=COLUMN_DESCRIPTIONS["browser_url"])
+    inactive: bool = column(
+        description="True for an inactive member (judged against their first, inactive connection)"
+    )
+    unit_name: str | None = column(description="CORRECT unit: the unit of the person's unit connection")
+    membership_type: str | None = column(
+        description="CORRECT membership type: the one on the unit connection"
+    )
+    membership_status: str | None = column(
+        description="CORRECT membership status: the one on the unit connection"
+    )
+    current_unit_name: str = column(
+        description="TAGGED unit: the unit tag(s) the person carries now (may be outdated)"
+    )
+    current_membership_type: str = column(description="TAGGED membership type: the person's tag(s) now")
+    current_membership_status: str = column(description="TAGGED membership status: the person's tag(s) now")
+    reasons: tuple[str, ...] = column(
+        "STRING", "unit/type/status _outdated (a wrong tag) or _missing (no tag)"
+    )
+    outdated_taggings: tuple[Tagging, ...] = column(
+        "INT64", "How many of the person's taggings the cleanup would delete"
+    )
     # Why a correct value (unit_name, membership_type, membership_status) is None, per field.
-    blank_reasons: tuple[str, ...] = ()
+    blank_reasons: tuple[str, ...] = column(
+        "STRING", "Why a correct value is blank (that field is then not judged)", default=()
+    )
     # Fields whose truth could not be settled (unit unreadable, several values on the connection).
-    undetermined: tuple[str, ...] = ()
+    undetermined: tuple[str, ...] = not_a_column(default=())
+
+
+MISMATCH_COLUMNS = record_columns(Mismatch)
+# How the frame holds Mismatch's tuples: joined text, and the outdated taggings' count.
+_JOINED = {"reasons": ", ", "blank_reasons": "; "}
+
+
+def mismatch_frame(mismatches: Iterable[Mismatch]) -> pd.DataFrame:
+    """Mismatches as the membership_mismatches frame: one row each, MISMATCH_COLUMNS."""
+    names = [c.name for c in MISMATCH_COLUMNS]
+    rows = [
+        {
+            **{name: getattr(m, name) for name in names},
+            **{name: sep.join(getattr(m, name)) for name, sep in _JOINED.items()},
+            "outdated_taggings": len(m.outdated_taggings),
+        }
+        for m in mismatches
+    ]
+    return pd.DataFrame(rows, columns=names)
+
+
+def mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
+    """Inverse of mismatch_frame, without the outdated taggings (the report never shows them).
+
+    The blank reasons stay one joined text: the report joins them the same way again.
+    """
+    out = []
+    for r in frame[[c.name for c in MISMATCH_COLUMNS]].to_dict("records"):
+        blank = r["blank_reasons"]
+        out.append(
+            Mismatch(
+                **{
+                    **r,
+                    "inactive": bool(r["inactive"]),
+                    "reasons": tuple(x for x in (r["reasons"] or "").split(", ") if x),
+                    "outdated_taggings": (),
+                    "blank_reasons": (blank,) if isinstance(blank, str) and blank else (),
+                }
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
 class PlannedDeletion:
+    """An outdated tagging the cleanup is to delete."""
+
     person_id: str
     tagging_id: str
     tag_id: str | None
@@ -71,6 +140,25 @@ class PlannedDeletion:
     value: str | None
     expected_value: str | None
     inactive: bool
+
+
+@dataclass(frozen=True)
+class DeletionOutcome:
+    """What became of one planned deletion: a row of the audit table ab_tagging_deletions."""
+
+    person_id: str
+    tagging_id: str
+    tag_id: str | None
+    field: str | None
+    value: str | None
+    expected_value: str | None
+    inactive: bool
+    action: str = column(description=COLUMN_DESCRIPTIONS["action"])
+    error: str | None = column(description=COLUMN_DESCRIPTIONS["error"])
+    acted_at: str = column("TIMESTAMP", COLUMN_DESCRIPTIONS["acted_at"])  # ISO 8601, UTC
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
