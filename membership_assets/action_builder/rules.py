@@ -20,7 +20,7 @@ with the deliberate differences called out:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -173,35 +173,66 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ReportColumn:
+    """A column of the emailed CSV and how a mismatch fills it (plain text, escaped when written)."""
+
     name: str
     description: str
+    cell: Callable[[Mismatch, FieldNames], str]
 
 
 # The emailed CSV, in order. "correct_*" is what the unit connection says, "tagged_*" what the
 # person carries: names nobody can read the other way round (the reference's "current_unit_name"
 # was the outdated tag).
 REPORT_SCHEMA = (
-    ReportColumn("uuid", "The person's Action Builder id."),
-    ReportColumn("first_name", "The person's first name."),
-    ReportColumn("last_name", "The person's last name."),
-    ReportColumn("correct_unit", "The unit of the person's unit connection: the unit tag they should carry."),
+    ReportColumn("uuid", "The person's Action Builder id.", lambda m, _: m.person_id),
+    ReportColumn("first_name", "The person's first name.", lambda m, _: m.given_name or ""),
+    ReportColumn("last_name", "The person's last name.", lambda m, _: m.family_name or ""),
     ReportColumn(
-        "tagged_unit", "The unit tag(s) the person carries now ('; ' between several, blank: none)."
+        "correct_unit",
+        "The unit of the person's unit connection: the unit tag they should carry.",
+        lambda m, _: m.unit_name or "",
     ),
-    ReportColumn("correct_membership_type", "The membership type on the unit connection."),
-    ReportColumn("tagged_membership_type", "The membership type tag(s) the person carries now."),
-    ReportColumn("correct_membership_status", "The membership status on the unit connection."),
-    ReportColumn("tagged_membership_status", "The membership status tag(s) the person carries now."),
-    ReportColumn("what_to_change", "Each tag to add or replace, in words."),
+    ReportColumn(
+        "tagged_unit",
+        "The unit tag(s) the person carries now ('; ' between several, blank: none).",
+        lambda m, _: m.current_unit_name,
+    ),
+    ReportColumn(
+        "correct_membership_type",
+        "The membership type on the unit connection.",
+        lambda m, _: m.membership_type or "",
+    ),
+    ReportColumn(
+        "tagged_membership_type",
+        "The membership type tag(s) the person carries now.",
+        lambda m, _: m.current_membership_type,
+    ),
+    ReportColumn(
+        "correct_membership_status",
+        "The membership status on the unit connection.",
+        lambda m, _: m.membership_status or "",
+    ),
+    ReportColumn(
+        "tagged_membership_status",
+        "The membership status tag(s) the person carries now.",
+        lambda m, _: m.current_membership_status,
+    ),
+    ReportColumn(
+        "what_to_change", "Each tag to add or replace, in words.", lambda m, names: what_to_change(m, names)
+    ),
     ReportColumn(
         "blank_correct_value_reason",
         "Why a correct_* cell is blank: that field is not judged and its tags are left alone.",
+        lambda m, _: "; ".join(m.blank_reasons),
     ),
     ReportColumn(
         "mismatch_reasons",
         "Codes: unit/type/status _outdated (a wrong tag is present) or _missing (no tag at all).",
+        lambda m, _: ", ".join(m.reasons),
     ),
-    ReportColumn("action_builder_url", "The person's page in Action Builder."),
+    ReportColumn(
+        "action_builder_url", "The person's page in Action Builder.", lambda m, _: m.browser_url or ""
+    ),
 )
 REPORT_COLUMNS = [c.name for c in REPORT_SCHEMA]
 # Personal data in the CSV: organizers need it, run history (metadata previews) must not keep it.
@@ -370,25 +401,7 @@ def what_to_change(m: Mismatch, names: FieldNames = FieldNames()) -> str:
 
 def report_records(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[dict[str, str]]:
     """Active members' rows of the report, worst units first, as plain text (not yet escaped)."""
-    rows = [
-        {
-            "uuid": m.person_id,
-            "first_name": m.given_name or "",
-            "last_name": m.family_name or "",
-            "correct_unit": m.unit_name or "",
-            "tagged_unit": m.current_unit_name,
-            "correct_membership_type": m.membership_type or "",
-            "tagged_membership_type": m.current_membership_type,
-            "correct_membership_status": m.membership_status or "",
-            "tagged_membership_status": m.current_membership_status,
-            "what_to_change": what_to_change(m, names),
-            "blank_correct_value_reason": "; ".join(m.blank_reasons),
-            "mismatch_reasons": ", ".join(m.reasons),
-            "action_builder_url": m.browser_url or "",
-        }
-        for m in mismatches
-        if not m.inactive
-    ]
+    rows = [{c.name: c.cell(m, names) for c in REPORT_SCHEMA} for m in mismatches if not m.inactive]
     per_unit: dict[str, int] = defaultdict(int)
     for r in rows:
         per_unit[r["correct_unit"]] += 1
