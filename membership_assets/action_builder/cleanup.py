@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,18 +28,7 @@ AUDIT_BATCH = 25  # DELETEs sent per durable audit write (~6 s at 4 req/s)
 
 
 def _outcome(p: PlannedDeletion, action: str, error: str | None = None) -> DeletionOutcome:
-    return DeletionOutcome(
-        person_id=p.person_id,
-        tagging_id=p.tagging_id,
-        tag_id=p.tag_id,
-        field=p.field,
-        value=p.value,
-        expected_value=p.expected_value,
-        inactive=p.inactive,
-        action=action,
-        error=error,
-        acted_at=datetime.now(UTC).isoformat(),
-    )
+    return DeletionOutcome(**asdict(p), action=action, error=error, acted_at=datetime.now(UTC).isoformat())
 
 
 Journal = Callable[[list[DeletionOutcome]], None]

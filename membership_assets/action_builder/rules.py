@@ -143,16 +143,9 @@ class PlannedDeletion:
 
 
 @dataclass(frozen=True)
-class DeletionOutcome:
+class DeletionOutcome(PlannedDeletion):
     """What became of one planned deletion: a row of the audit table ab_tagging_deletions."""
 
-    person_id: str
-    tagging_id: str
-    tag_id: str | None
-    field: str | None
-    value: str | None
-    expected_value: str | None
-    inactive: bool
     action: str = column(description=COLUMN_DESCRIPTIONS["action"])
     error: str | None = column(description=COLUMN_DESCRIPTIONS["error"])
     acted_at: str = column("TIMESTAMP", COLUMN_DESCRIPTIONS["acted_at"])  # ISO 8601, UTC

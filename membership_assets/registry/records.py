@@ -59,7 +59,7 @@ class SyncLogEntry:
         return self
 
 
-_KT = "Icelandic national id, 10 digits (personal data)"
+_KT = "Icelandic national id, 10 digits (personal data: never shown in previews)"
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,12 @@ class MemberChange:
 
     kennitala: str = column(description=_KT, length=KENNITALA_LENGTH, primary_key=True)
     change_kind: str = column(description="added | reinstated | changed | removed", length=20, required=True)
-    old_name: str | None = column(length=FIELD_LIMITS["name"])
-    old_email: str | None = column(length=FIELD_LIMITS["email"])
-    old_status: str | None = column(length=FIELD_LIMITS["status"])
-    new_name: str | None = column(length=FIELD_LIMITS["name"])
-    new_email: str | None = column(length=FIELD_LIMITS["email"])
-    new_status: str | None = column(length=FIELD_LIMITS["status"])
+    old_name: str | None = column(description="name before the change", length=FIELD_LIMITS["name"])
+    old_email: str | None = column(description="email before the change", length=FIELD_LIMITS["email"])
+    old_status: str | None = column(description="status before the change", length=FIELD_LIMITS["status"])
+    new_name: str | None = column(description="name after the change", length=FIELD_LIMITS["name"])
+    new_email: str | None = column(description="email after the change", length=FIELD_LIMITS["email"])
+    new_status: str | None = column(description="status after the change", length=FIELD_LIMITS["status"])
 
 
 # The delta frame's columns, in order.
