@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ..columns import Column, column_default, record_columns
+from . import migrate as migrations  # (``migrate`` is ensure_schema's flag)
 from .records import (
     DELTA_COLUMNS,
     FIELD_LIMITS,  # validation's limits are the column sizes below
@@ -181,30 +182,26 @@ class MembersStore:
         With ``migrate=False`` (production) a database that is not at head is an error naming
         the command that migrates it, so no deploy changes a voting roll's schema unasked.
         """
-        from . import migrate as schema
-
-        target = schema.head()
+        target = migrations.head()
         with self.engine.connect() as conn:
-            current = schema.current_revision(conn)
+            current = migrations.current_revision(conn)
         if current == target:  # the common case: no lock needed
             return current, target
-        schema.check_known(current)
+        migrations.check_known(current)
         if not migrate:
-            raise schema.SchemaMismatchError(
+            raise migrations.SchemaMismatchError(
                 f"the members database is at revision {current or 'none'}, this code needs {target}: "
                 "apply the migrations with `python -m membership_assets migrate`"
             )
         with self.write() as conn:
-            return schema.upgrade_to_head(conn)
+            return migrations.upgrade_to_head(conn)
 
     def drop_schema(self) -> None:
         """Drop every table and view of the application and the migration history (tests only)."""
-        from .migrate import VERSION_TABLE
-
         with self.write() as conn:
             conn.exec_driver_sql("DROP VIEW IF EXISTS member_eligibility")
             metadata.drop_all(conn)
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}")
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
