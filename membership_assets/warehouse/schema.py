@@ -8,6 +8,9 @@ are sliced by their own identity: an applied sync by its sync id (itself the log
 applied at most once), tag deletions and tag repairs by the logical run with earlier attempts'
 outcomes merged in (a deletion made by a first attempt is never overwritten by a re-execution's
 "already gone").
+
+The tables of records (Action Builder's, mismatches, deletions, member changes, the sync log)
+are those records' columns (columns.py), so a record and its table cannot say different things.
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ TABLES: dict[str, Table] = {
                 ("email", "STRING"),
                 ("status", "STRING"),
             ),
-            omitted=frozenset({"status_given"}),  # a missing status is kept as a blank status
+            omitted=frozenset({"status_given"}),  # how validation read the row, not what it listed
         ),
         Table(
             "registry_rejects",
@@ -199,7 +202,7 @@ TABLES: dict[str, Table] = {
                 ("status", "STRING"),
                 ("reasons", "STRING"),
             ),
-            omitted=frozenset({"rejected_at"}),  # the members DB's copy: the sync's time says it
+            omitted=frozenset({"rejected_at"}),  # the members DB's write time; run_started_at dates it
         ),
         Table(
             "membership_deltas",
