@@ -16,7 +16,6 @@ from ..run_tags import DRY_RUN_TAGS, mark_dry_run
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
-from ..warehouse.schema import TABLES
 from .assets import GROUP, delta_preview, guards_md, preview_registry_sync, sync_id_of
 from .delta import apply_in_memory, counts, eligibility_losses
 from .guards import RollbackFigures, Violation, blocking, evaluate_rollback_guards
@@ -134,14 +133,7 @@ def _record_rollback(
     applied = store.changes_of(entry.id)
     run = run_identity(context)
     deltas = record(warehouse, "membership_deltas", applied.assign(sync_id=entry.id, dry_run=False), run)
-    log = sync_log_rows(members_db)
-    logged = record(
-        warehouse,
-        "membership_sync_log",
-        log[[c for c in log.columns if c in TABLES["membership_sync_log"].column_names]],
-        run,
-        stamp=False,
-    )
+    logged = record(warehouse, "membership_sync_log", sync_log_rows(members_db), run, stamp=False)
     listed, eligible = store.eligibility_counts()
     rollback = {"source": "rollback", "rollback_of": entry.rolled_back_sync_id, "sync_id": entry.id}
     for key, metadata in (
