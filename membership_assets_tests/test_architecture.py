@@ -16,7 +16,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "membership_assets"
 ROOT_NAME = "membership_assets"
 
-FOUNDATION = {"config", "privacy", "run_tags", "pools", "limits", "metadata", "scratch", "connectors"}
+FOUNDATION = {
+    "columns",
+    "config",
+    "privacy",
+    "run_tags",
+    "pools",
+    "limits",
+    "metadata",
+    "scratch",
+    "connectors",
+}
 ORCHESTRATION = {
     "assets",
     "repair_assets",
