@@ -95,7 +95,7 @@ class Stack:
         }
 
     def start(self) -> Stack:
-        from membership_assets.environment import SIMULATED_DJANGO_TOKEN
+        from membership_assets.settings import SIMULATED_DJANGO_TOKEN
         from membership_assets.simulators.django_registry import DjangoRegistrySimulator, generate_registry
 
         port = free_port()

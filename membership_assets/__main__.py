@@ -35,14 +35,23 @@ def _dagster_home() -> Path:
     return home
 
 
+def _embedded_default(command: str) -> bool:
+    """``dev`` and ``demo`` run on the simulators only: refuse a production environment."""
+    from .settings import ENVIRONMENT_VAR, LOCAL
+
+    os.environ.setdefault(ENVIRONMENT_VAR, LOCAL)
+    if os.environ[ENVIRONMENT_VAR] != LOCAL:
+        print(f"{command} runs on the embedded default only ({ENVIRONMENT_VAR}={LOCAL})", file=sys.stderr)
+        return False
+    return True
+
+
 def dev(args: argparse.Namespace) -> int:
     """The Dagster UI on the embedded default: simulators up, instance configured, `dagster dev`."""
 
     from .simulators.local import LocalSimulators
 
-    os.environ.setdefault("MEMBERSHIP_ENV", "local")
-    if os.environ["MEMBERSHIP_ENV"] != "local":
-        print("dev runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+    if not _embedded_default("dev"):
         return 2
     home = _dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
@@ -102,14 +111,12 @@ def stop_tree(proc) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("MEMBERSHIP_ENV", "local")
-    if os.environ["MEMBERSHIP_ENV"] != "local":
-        print("demo runs on the embedded default only (MEMBERSHIP_ENV=local)", file=sys.stderr)
+    if not _embedded_default("demo"):
         return 2
     _dagster_home()
     import dagster as dg
 
-    from .environment import state_dir
+    from .settings import state_dir
     from .simulators.local import LocalSimulators
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -165,9 +172,9 @@ def _registry_summary(result, churn) -> str:
             f"sync {sync.sync_id}: {log.status}, +{log.members_added} added, "
             f"-{log.members_removed} removed, ~{log.members_updated} changed"
         )
-        from .environment import local_resources
+        from .registry.definitions import resources as registry_resources
 
-        store = local_resources()["members_db"].store()
+        store = registry_resources("local")["members_db"].store()
         listed, eligible = store.eligibility_counts()
         lines.append(f"member_eligibility: {eligible} eligible, {listed} listed ({store.engine.url})")
     except Exception as exc:  # a failed step leaves some outputs missing; say so, don't crash
@@ -221,10 +228,10 @@ def _month_window() -> dict[str, str]:
 
 
 def _history_summary() -> str:
-    from .environment import local_resources
+    from .warehouse.definitions import resources as warehouse_resources
     from .warehouse.queries import run_analyst_query
 
-    warehouse = local_resources()["warehouse"]
+    warehouse = warehouse_resources("local")["warehouse"]
     lines = ["", f"== Audit history ({warehouse.path})"]
     try:
         lost = run_analyst_query(warehouse, "lost_eligibility", **_month_window())
@@ -248,7 +255,7 @@ def _history_summary() -> str:
 
 def query(args: argparse.Namespace) -> int:
     """Run one of the shipped analyst queries against this environment's warehouse."""
-    from .environment import resources_for
+    from .warehouse.definitions import resources as warehouse_resources
     from .warehouse.queries import run_analyst_query
 
     params = _month_window()
@@ -256,16 +263,16 @@ def query(args: argparse.Namespace) -> int:
         params["start"] = args.start
     if args.end:
         params["end"] = args.end
-    frame = run_analyst_query(resources_for()["warehouse"], args.name, **params)
+    frame = run_analyst_query(warehouse_resources()["warehouse"], args.name, **params)
     print(frame.to_markdown(index=False) if len(frame) else "(no rows)")
     return 0
 
 
 def analyst_views(args: argparse.Namespace) -> int:
     """Create or refresh the analysts' views (no kennitala, name or email; member_key instead)."""
-    from .environment import resources_for
+    from .warehouse.definitions import resources as warehouse_resources
 
-    for name in resources_for()["warehouse"].publish_analyst_views():
+    for name in warehouse_resources()["warehouse"].publish_analyst_views():
         print(name)
     return 0
 
@@ -294,12 +301,13 @@ def simulators(args: argparse.Namespace) -> int:
 
 def sync_api(args: argparse.Namespace) -> int:
     """Serve the registry webhook receiver and the sync API (see docs/sync-api.md)."""
-    from .environment import sync_api_settings
+    from .config import ConfigError
+    from .registry.settings import admin_settings, sync_api_settings
     from .registry.webhook import SyncApiConfigError, serve
 
     try:
         settings = sync_api_settings(host=args.host, port=args.port)
-    except (SyncApiConfigError, ValueError) as exc:
+    except (SyncApiConfigError, ConfigError, ValueError) as exc:
         problems = getattr(exc, "problems", [str(exc)])
         print(f"sync-api refuses to start; fix every line below ({len(problems)}):", file=sys.stderr)
         for problem in problems:
@@ -308,7 +316,7 @@ def sync_api(args: argparse.Namespace) -> int:
     from .registry.admin_auth import AdminConfigError
 
     try:
-        serve(settings)
+        serve(settings, admin_settings(host=settings.host))
     except AdminConfigError as exc:  # the admin page's accounts or session secret (docs/admin-page.md)
         print(f"sync-api: {exc}", file=sys.stderr)
         return 2
@@ -316,10 +324,10 @@ def sync_api(args: argparse.Namespace) -> int:
 
 
 def _members_db_url() -> str:
-    from .environment import members_db_connection_url
+    from .registry.settings import RegistrySettings
 
     try:
-        return members_db_connection_url()
+        return RegistrySettings.load().members_db_connection_url()
     except KeyError:  # production without MEMBERS_DB_URL
         return ""
 
@@ -383,9 +391,10 @@ def admin_hash(args: argparse.Namespace) -> int:
 
 def preflight(args: argparse.Namespace) -> int:
     """Check every service read-only (docs/going-live.md); exit 1 on any ✗."""
+    from .definitions import resources_for
     from .preflight.cli import main as run
 
-    return run(args)
+    return run(args, resources_for())
 
 
 def _generated(module: str, args: argparse.Namespace) -> int:

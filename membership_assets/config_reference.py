@@ -1,9 +1,11 @@
-"""Every environment variable the code reads, in one table, and the reference page built from it.
+"""Every environment variable the code reads, and the reference page built from them.
 
-``python -m membership_assets config-reference`` writes ``docs/configuration.md`` from
-``VARIABLES``; ``scan_env_reads`` finds what the code really reads (``os.getenv``,
-``os.environ``, ``dg.EnvVar``) by walking its syntax trees, so a test can require one entry per
-variable and keep the page current.
+The domains' typed settings classes (``SETTINGS``) name most variables with their type, default
+and meaning; ``OTHER`` lists the few read below them (the environment switch, the privacy key)
+or outside Python. ``python -m membership_assets config-reference`` writes
+``docs/configuration.md``; ``scan_env_reads`` finds what the code really reads (``os.getenv``,
+``os.environ``, ``dg.EnvVar`` and the settings classes' fields), so a test can require one entry
+per variable and keep the page current.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ import argparse
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .action_builder.settings import ActionBuilderSettings
+from .notify.settings import EmailSettings
+from .preflight.settings import PreflightEnv
+from .registry.settings import ReceiverSettings, RegistrySettings
+from .scratch import ScratchSettings
+from .warehouse.settings import WarehouseSettings
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -175,7 +185,9 @@ def scan_env_reads(package: Path = PACKAGE) -> tuple[dict[str, set[str]], list[s
     A name is resolved when it is a string literal, a module-level string constant, a variable
     of a comprehension over a module-level literal dict/tuple/list, or a parameter of a helper
     function whose calls in the same module pass one of those."""
-    trees = {p: ast.parse(p.read_text(), str(p)) for p in sorted(package.rglob("*.py"))}
+    # config.py reads whatever variable a settings class names: those come from SETTINGS below.
+    paths = [p for p in sorted(package.rglob("*.py")) if p != package / "config.py"]
+    trees = {p: ast.parse(p.read_text(), str(p)) for p in paths}
     strings, collections = _module_constants(trees)
     found: dict[str, set[str]] = {}
     unresolved: list[str] = []
@@ -187,6 +199,10 @@ def scan_env_reads(package: Path = PACKAGE) -> tuple[dict[str, set[str]], list[s
         for name in reads.names:
             found.setdefault(name, set()).add(where)
         unresolved += [f"{where} {u}" for u in reads.unresolved]
+    for cls in SETTINGS:
+        where = cls.__module__.replace(".", "/") + ".py"
+        for field in cls.model_fields.values():
+            found.setdefault(str(field.validation_alias), set()).add(where)
     return found, unresolved
 
 
@@ -206,14 +222,15 @@ class Variable:
 
 
 _V = Variable
-# Grouped as the reference page shows them. Defaults say "local:" where only the embedded default has one.
-GROUPS: dict[str, tuple[Variable, ...]] = {
+# Read below the settings classes (the environment switch, the privacy key, the simulators) or
+# outside Python (the Dagster instance file); everything else is a settings class's field.
+OTHER: dict[str, tuple[Variable, ...]] = {
     "Environment and state": (
         _V(
             "MEMBERSHIP_ENV",
             "`local` or `production`",
             "`local`",
-            "switches every resource between the embedded simulators and the real services (`environment.py` is the only place that decides)",
+            "switches every resource between the embedded simulators and the real services (`membership_assets/settings.py` is the only place that decides)",
             True,
         ),
         _V(
@@ -221,13 +238,6 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
             "path",
             "`./.local`",
             "scan checkpoints, report CSVs, the .eml outbox and the local databases; in production the mounted `membership-assets-state` volume, else runs refuse to start",
-            True,
-        ),
-        _V(
-            "MEMBERSHIP_SCRATCH_URL",
-            "`gs://bucket/prefix` or path",
-            "local: `$DAGSTER_HOME/storage/scratch`",
-            "encrypted step outputs every run worker sees (required in production: each run pod reads its parent's outputs on a retry)",
             True,
         ),
         _V(
@@ -258,307 +268,6 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
             "tests only: a Cloud Storage emulator instead of storage.googleapis.com (then no credentials are sent)",
         ),
     ),
-    "Action Builder (tag hygiene)": (
-        _V(
-            "ACTION_BUILDER_CREDENTIALS_PASSWORD",
-            "JSON secret",
-            "local: the simulator's token",
-            '`{"api_token": "...", "subdomain": "yourorg"}`',
-            True,
-        ),
-        _V(
-            "ACTION_BUILDER_BASE_URL",
-            "URL",
-            "local: `http://127.0.0.1:$ACTION_BUILDER_SIM_PORT/api/rest/v1`",
-            "the API root the local resources call (production builds it from the credentials' subdomain)",
-        ),
-        _V(
-            "ACTION_BUILDER_CAMPAIGN_ID",
-            "string",
-            "empty",
-            "campaign to scan (optional if the token sees one campaign; with several the run fails naming them)",
-        ),
-        _V(
-            "ACTION_BUILDER_RATE_LIMIT",
-            "requests/second (float)",
-            "`4` (production), `100` (local simulator)",
-            "the shared pacing of every Action Builder request",
-        ),
-        _V(
-            "ACTION_BUILDER_APPLY_DELETIONS",
-            "boolean (`true`/`1`/`yes`)",
-            "false",
-            "lets the schedules delete outdated taggings for real (otherwise their cleanup is a dry run)",
-        ),
-        _V(
-            "ACTION_BUILDER_APPLY_REPAIRS",
-            "boolean (`true`/`1`/`yes`)",
-            "false",
-            "lets the schedules repair tags for real (docs/tag-repair.md)",
-        ),
-        _V(
-            "ACTION_BUILDER_UNIT_FIELD",
-            "string",
-            "`Bargaining Unit`",
-            "the campaign's tag field naming a person's unit (checked against the tag catalog)",
-        ),
-        _V(
-            "ACTION_BUILDER_TYPE_FIELD", "string", "`Membership Type`", "the tag field of the membership type"
-        ),
-        _V(
-            "ACTION_BUILDER_STATUS_FIELD",
-            "string",
-            "`Membership Status`",
-            "the tag field of the membership status (empty: status not used)",
-        ),
-        _V(
-            "ACTION_BUILDER_CONNECTION_TYPE",
-            "string",
-            "`People + Units`",
-            "the unit connection type (confirmed by `connection_types` or by the connections read)",
-        ),
-        _V(
-            "ACTION_BUILDER_UNIT_ENTITY_TYPE",
-            "string",
-            "`Unit`",
-            "the unit entity type (confirmed by `entity_types` or by the entities read)",
-        ),
-    ),
-    "Django registry and the sync": (
-        _V(
-            "DJANGO_API_URL",
-            "URL",
-            "local: the Django stand-in",
-            "the registry's base URL (shown by its variable name in the UI; a user name in it pairs with `DJANGO_API_PASSWORD`)",
-            True,
-        ),
-        _V(
-            "DJANGO_API_KEY_PASSWORD",
-            "secret",
-            "local: the stand-in's token",
-            "the registry's API token",
-            True,
-        ),
-        _V(
-            "DJANGO_API_PASSWORD",
-            "secret",
-            "unset",
-            "the registry's API token by the `{NAME}_PASSWORD` convention (sent as `Authorization: Token …`, "
-            "wins over `DJANGO_API_KEY_PASSWORD`); if `DJANGO_API_URL` names a user, that user's basic-auth password",
-        ),
-        _V(
-            "DJANGO_AUTH_SCHEME",
-            "`Token` or `Bearer`",
-            "`Token`",
-            "the `Authorization` scheme of the registry",
-        ),
-        _V(
-            "DJANGO_MEMBERS_PATH",
-            "path",
-            "`api/members/eligible`",
-            "the members listing under `DJANGO_API_URL`",
-        ),
-        _V(
-            "DJANGO_WHOLE_LIST_ETAG",
-            "boolean (`true`)",
-            "false",
-            "`true` when the listing's ETag changes with any member (polling: 1 request per tick)",
-        ),
-        _V(
-            "MEMBERS_DB_URL",
-            "SQLAlchemy URL without password",
-            "local: SQLite under the state dir",
-            "the eligibility (members) database, e.g. `postgresql+psycopg://sync@host/ekklesia`; migrate it with `python -m membership_assets migrate` before deploying new code",
-            True,
-        ),
-        _V(
-            "MEMBERS_DB_PASSWORD",
-            "secret",
-            "unset",
-            "the members database's password (merged into the URL at use, never shown)",
-            True,
-        ),
-        _V(
-            "REGISTRY_MAX_REMOVALS",
-            "integer",
-            "`500`",
-            "guard: most members one sync (or rollback) may remove or take eligibility from (Entra's default)",
-        ),
-        _V(
-            "REGISTRY_MAX_REMOVAL_FRACTION",
-            "fraction",
-            "`0.2`",
-            "guard: most active/eligible members one sync may remove or take eligibility from, from 100 members (Okta's default)",
-        ),
-        _V(
-            "REGISTRY_MAX_SHRINK_FRACTION",
-            "fraction",
-            "`0.2`",
-            "guard: how much smaller than at the last successful sync the listing (or, for a rollback, the roll) may get",
-        ),
-        _V(
-            "REGISTRY_MAX_REJECT_FRACTION",
-            "fraction",
-            "`0.1`",
-            "guard: share of listed rows that may fail validation",
-        ),
-        _V(
-            "REGISTRY_STATUS_MAP",
-            "JSON object",
-            "`active`; `suspended`/`unpaid` → suspended; `inactive`/`deleted` → removed",
-            "maps the registry's statuses to `active` / `suspended` / `removed`; any other status is rejected",
-        ),
-        _V(
-            "REGISTRY_MISSING_STATUS",
-            "`reject` or `active`",
-            "`reject`",
-            "rows with no status field: quarantined (a listing where no row has one fails the run), or all members in good standing (only for an endpoint that lists nobody else)",
-        ),
-        _V("REGISTRY_SYNC_CRON", "cron", "`0 * * * *`", "when `registry_hourly` runs (Atlantic/Reykjavik)"),
-        _V(
-            "REGISTRY_EVENTS_QUIET_SECONDS",
-            "seconds",
-            "`5`",
-            "debounce: a webhook-started sync waits until no event arrived for this long",
-        ),
-        _V(
-            "REGISTRY_EVENTS_MAX_WAIT_SECONDS",
-            "seconds",
-            "`45`",
-            "debounce: ... or until the oldest pending event waited this long",
-        ),
-    ),
-    "Webhook receiver and sync API (`sync-api`)": (
-        _V(
-            "REGISTRY_WEBHOOK_SECRET_PASSWORD",
-            "secret (32+ bytes)",
-            "local: `simulated-webhook-secret`",
-            "shared secret of Django's signed webhooks and signed API calls (required by `sync-api` in production)",
-            True,
-        ),
-        _V(
-            "REGISTRY_WEBHOOK_SECRET_PREVIOUS_PASSWORD",
-            "secret",
-            "unset",
-            "also accepted during a secret rotation",
-        ),
-        _V(
-            "SYNC_API_KEY_PASSWORD",
-            "secret",
-            "local: `simulated-sync-api-key`",
-            "API key of `/api/sync/*` (`X-Api-Key`; production: optional, only signed calls without it)",
-        ),
-        _V("SYNC_API_KEY_PREVIOUS_PASSWORD", "secret", "unset", "also accepted during a key rotation"),
-        _V("SYNC_API_HOST", "address", "`127.0.0.1`", "listen address (`--host` overrides)"),
-        _V("SYNC_API_PORT", "port", "`8767`", "listen port (`--port` overrides)"),
-        _V(
-            "SYNC_API_ALLOWED_IPS",
-            "comma-separated addresses/CIDRs",
-            "any",
-            "clients allowed to call (others get 403)",
-        ),
-        _V(
-            "SYNC_API_TRUSTED_PROXIES",
-            "comma-separated CIDRs",
-            "none",
-            "proxies whose `X-Forwarded-For` is believed",
-        ),
-        _V("SYNC_API_RATE_LIMIT", "requests/second", "`50`", "per-client token bucket rate"),
-        _V(
-            "SYNC_API_RATE_BURST",
-            "integer",
-            "`600`",
-            "per-client token bucket size (a Django bulk save passes)",
-        ),
-        _V("SYNC_API_MAX_CONNECTIONS", "integer", "`1000`", "open connections (kept below the file limit)"),
-        _V("SYNC_API_HEADER_TIMEOUT", "seconds", "`10`", "from connection to full headers"),
-        _V("SYNC_API_BODY_TIMEOUT", "seconds", "`20`", "from a request's first byte to its last"),
-        _V("SYNC_API_KEEPALIVE_TIMEOUT", "seconds", "`5`", "idle keep-alive connections"),
-        _V("SYNC_API_DB_TIMEOUT", "seconds", "`5`", "longest wait for the members database (then 503)"),
-        _V("SYNC_API_MAX_PENDING_EVENTS", "integer", "`100000`", "unconsumed events before webhooks get 429"),
-        _V("SYNC_API_STATS_SECONDS", "seconds", "`30`", "how often refusal counts are written"),
-        _V(
-            "SYNC_ADMIN_USERS_PASSWORD",
-            "`name:hash` pairs",
-            "local on loopback: `admin` / `simulated-admin-password`",
-            "the admin page's accounts (hashes from `python -m membership_assets admin-hash`)",
-        ),
-        _V(
-            "SYNC_ADMIN_SESSION_SECRET_PASSWORD",
-            "secret (32+ characters)",
-            "random per process",
-            "signs admin sessions; required in production when accounts exist, so every replica accepts a session",
-        ),
-        _V("SYNC_ADMIN_SESSION_HOURS", "hours", "`8`", "admin session length (0.02 to 168)"),
-        _V(
-            "SYNC_ADMIN_ORIGIN",
-            "URL",
-            "the Host header",
-            "the admin page's public origin behind a proxy, e.g. `https://sync.example.org`",
-        ),
-    ),
-    "Email": (
-        _V(
-            "SENDGRID_API_KEY_PASSWORD",
-            "secret",
-            "local: .eml outbox instead",
-            "SendGrid key for the report and alert email",
-            True,
-        ),
-        _V("EMAIL_FROM", "address", "`membership-sync@example.org`", "sender of every email", True),
-        _V(
-            "REPORT_RECIPIENTS",
-            "comma-separated addresses",
-            "local: `organizers@example.org`",
-            "recipients of the organizers' tag report",
-            True,
-        ),
-        _V(
-            "ADMIN_EMAILS",
-            "comma-separated addresses",
-            "local: `admins@example.org`",
-            "recipients of failure and staleness alerts",
-            True,
-        ),
-    ),
-    "Audit warehouse": (
-        _V(
-            "BIGQUERY_PROJECT",
-            "string",
-            "ADC's project",
-            "the audit warehouse's project (production uses BigQuery; local uses DuckDB)",
-            True,
-        ),
-        _V(
-            "BIGQUERY_DATASET",
-            "string",
-            "`membership_audit`",
-            "the audit dataset (`membership_audit_analyst` holds the analyst views)",
-            True,
-        ),
-        _V("BIGQUERY_LOCATION", "string", "BigQuery's default", "dataset location"),
-        _V(
-            "BIGQUERY_CREDENTIALS_PASSWORD",
-            "JSON secret",
-            "Application Default Credentials",
-            "service-account JSON for BigQuery (and scratch in Cloud Storage)",
-        ),
-        _V(
-            "BIGQUERY_ANALYST_READERS",
-            "comma-separated members",
-            "none",
-            "who may read the analyst views, e.g. `group:analysts@example.org`",
-        ),
-    ),
-    "Preflight": (
-        _V("SENDGRID_API_URL", "URL", "`https://api.sendgrid.com`", "SendGrid API root the preflight checks"),
-        _V(
-            "SYNC_API_URL",
-            "URL",
-            "unset",
-            "the webhook receiver's base URL as Django reaches it (the preflight sends a signed ping)",
-        ),
-    ),
     "Local simulators and demo": (
         _V("ACTION_BUILDER_SIM_PORT", "port", "`8765`", "the Action Builder simulator's loopback port"),
         _V("DJANGO_SIM_PORT", "port", "`8766`", "the Django stand-in's loopback port"),
@@ -586,6 +295,57 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         ),
     ),
 }
+INSTANCE_GROUP = "Dagster instance (deploy/dagster.yaml, not read by the Python code)"
+SETTINGS = (
+    ScratchSettings,
+    ActionBuilderSettings,
+    RegistrySettings,
+    ReceiverSettings,
+    EmailSettings,
+    WarehouseSettings,
+    PreflightEnv,
+)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == () or value == "":
+        return "unset" if value is None else "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+
+def from_field(field: Any) -> Variable:
+    """A settings field as the reference page shows it."""
+    extra = field.json_schema_extra or {}
+    default = extra.get("shown_default")
+    if default is None:
+        default = _shown(field.default)
+        if "local" in extra:
+            default += f" (local: {_shown(extra['local'])})"
+    return Variable(
+        str(field.validation_alias), extra["kind"], default, field.description, extra["production"]
+    )
+
+
+def _groups() -> dict[str, tuple[Variable, ...]]:
+    groups: dict[str, list[Variable]] = {
+        title: list(vs) for title, vs in OTHER.items() if title != INSTANCE_GROUP
+    }
+    for cls in SETTINGS:
+        groups.setdefault(cls.GROUP, []).extend(from_field(f) for f in cls.model_fields.values())
+    groups[INSTANCE_GROUP] = list(OTHER[INSTANCE_GROUP])
+    # The simulators' group after the services', as a reader meets them.
+    local = groups.pop("Local simulators and demo")
+    instance = groups.pop(INSTANCE_GROUP)
+    return {
+        **{t: tuple(v) for t, v in groups.items()},
+        "Local simulators and demo": tuple(local),
+        INSTANCE_GROUP: tuple(instance),
+    }
+
+
+GROUPS: dict[str, tuple[Variable, ...]] = _groups()
 VARIABLES: dict[str, Variable] = {v.name: v for group in GROUPS.values() for v in group}
 
 
@@ -598,8 +358,8 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- generated by `python -m membership_assets config-reference` from",
-        "     membership_assets/config_reference.py; edit the table there, not this page -->",
+        "<!-- generated by `python -m membership_assets config-reference` from the settings",
+        "     classes (membership_assets/*/settings.py) and config_reference.OTHER; edit those -->",
         "",
         "Every environment variable the code reads. `MEMBERSHIP_ENV=production` switches every",
         "resource to the real services; secrets follow the `{NAME}_PASSWORD` convention (read at run",

@@ -7,6 +7,8 @@ monitoring (``run_monitoring`` in the instance) fails any run older than its job
 several times the job's normal duration at production pace, so only a hung run reaches it.
 """
 
+from datetime import timedelta
+
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 MAX_RUNTIME_SECONDS = {
@@ -25,3 +27,8 @@ MAX_RUNTIME_SECONDS = {
 def max_runtime_tags(job_name: str) -> dict[str, str]:
     """The run tag that bounds ``job_name``'s runtime (tag values are strings)."""
     return {MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS[job_name])}
+
+
+# How old the results may get before the freshness checks alert (and the admin page says stale).
+MEMBER_ELIGIBILITY_MAX_AGE = timedelta(hours=2)  # the hourly sync, with one miss allowed
+FULL_SCAN_MAX_AGE = timedelta(days=35)  # the monthly full scan, with a few days' slack

@@ -28,6 +28,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from .settings import is_production, state_dir
+
 PRIVACY_KEY_ENV = "MEMBERSHIP_PRIVACY_KEY_PASSWORD"
 PSEUDONYM_LENGTH = 16  # hex digits: 64 bits, no collisions among any realistic membership
 
@@ -38,9 +40,7 @@ def _master_key() -> bytes:
     value = os.getenv(PRIVACY_KEY_ENV, "").strip()
     if value:
         return value.encode()
-    from .environment import PRODUCTION, get_environment, state_dir
-
-    if get_environment() == PRODUCTION:
+    if is_production():
         raise RuntimeError(f"{PRIVACY_KEY_ENV} must be set in production (pseudonyms, scratch encryption)")
     return _local_key_file(state_dir() / "keys" / "privacy.key")
 

@@ -29,7 +29,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .config import Settings, setting
 from .privacy import cipher
+from .settings import is_production, state_dir
 
 
 class _LocalStore:
@@ -245,3 +247,28 @@ def run_lineage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
         ids.append(current.parent_run_id)
         current = instance.get_run_by_id(current.parent_run_id)
     return ids
+
+
+class ScratchSettings(Settings):
+    GROUP = "Environment and state"
+
+    url: str = setting(
+        "MEMBERSHIP_SCRATCH_URL",
+        "",
+        kind="`gs://bucket/prefix` or path",
+        shown_default="local: `$DAGSTER_HOME/storage/scratch`",
+        meaning="encrypted step outputs every run worker sees (required in production: each run pod reads its parent's outputs on a retry)",
+        production=True,
+    )
+
+    def io_manager(self, env: str | None = None, credentials_json: Any = "") -> RunScratchIOManager:
+        """Where steps hand data to each other: gs://bucket/prefix in production, so every run
+        worker sees it (with the warehouse's service account, ``credentials_json``, or ADC);
+        locally the Dagster instance's storage directory."""
+        production = is_production(env)
+        return RunScratchIOManager(
+            base_path=self.url,
+            credentials_json=credentials_json if production else "",
+            production=production,
+            state_dir=str(state_dir()) if production else "",
+        )

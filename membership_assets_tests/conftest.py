@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -220,25 +223,128 @@ def registry_defs(registry_resources, ab_resource):
 BIGQUERY_URL_ENV = "BIGQUERY_EMULATOR_URL"
 
 
-@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.bigquery)])
-def audit_warehouse(request, tmp_path):
-    """The same tests against DuckDB and against the local-bigquery emulator (BigQuery REST API)."""
+def bigquery_emulator_url() -> str:
+    """The local-bigquery emulator's URL (scripts/bigquery_emulator.sh); skips the test where there is none."""
     import os
-    import uuid
 
-    if request.param == "duckdb":
-        return DuckDBWarehouse(path=str(tmp_path / "audit.duckdb"))
     url = os.environ.get(BIGQUERY_URL_ENV)
     if not url:
         pytest.skip(
             f"{BIGQUERY_URL_ENV} not set: scripts/test.sh starts the emulator where Python 3.13 exists"
         )
+    return url
+
+
+EMULATOR_PROJECT = "membership-test"
+EMULATOR_DATASET_PREFIXES = ("audit_", "preflight_")  # the datasets tests make (and drop)
+STALE_DATASET_AGE = timedelta(hours=1)  # no test runs that long: older ones were left behind
+
+
+def emulator_warehouse(prefix: str = "audit"):
+    """A BigQuery warehouse on the emulator, in a dataset of its own."""
+    import uuid
+
     from dagster_gcp import BigQueryResource
 
     from membership_assets.warehouse.resources import BigQueryWarehouse
 
+    url = bigquery_emulator_url()
+    sweep_stale_emulator_datasets(url)
     return BigQueryWarehouse(
-        bigquery=BigQueryResource(project="membership-test"),
-        dataset=f"audit_{uuid.uuid4().hex[:10]}",  # every test in its own dataset
+        bigquery=BigQueryResource(project=EMULATOR_PROJECT),
+        dataset=f"{prefix}_{uuid.uuid4().hex[:10]}",
         api_endpoint=url,
     )
+
+
+@functools.cache
+def sweep_stale_emulator_datasets(url: str) -> None:
+    """Once per test process: delete the test datasets that earlier runs left on the emulator
+    (killed runs, code from before drop_emulator_datasets); they slow every emulator call. Only
+    datasets older than any test can run, so another run's tests on the same emulator keep theirs."""
+    from google.api_core.exceptions import NotFound
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(
+        project=EMULATOR_PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+    )
+    cutoff = datetime.now(timezone.utc) - STALE_DATASET_AGE
+    try:
+        for item in client.list_datasets():
+            if not item.dataset_id.startswith(EMULATOR_DATASET_PREFIXES):
+                continue
+            try:
+                created = client.get_dataset(item.reference).created
+            except NotFound:  # the other xdist worker's sweep was first
+                continue
+            if created is not None and created < cutoff:
+                client.delete_dataset(item.reference, delete_contents=True, not_found_ok=True)
+    finally:
+        client.close()
+
+
+def drop_emulator_datasets(warehouse) -> None:
+    """Delete a test's dataset and its analysts' dataset from the emulator.
+
+    Every table left behind makes each later emulator call slower (the emulator looks through all
+    of its tables on each call): without this, the suite's last BigQuery tests ran 3-5x slower
+    than its first."""
+    from membership_assets.warehouse.analyst import analyst_dataset
+
+    with warehouse.client() as client:
+        for name in (warehouse.dataset, analyst_dataset(warehouse.dataset)):
+            client.delete_dataset(f"{client.project}.{name}", delete_contents=True, not_found_ok=True)
+
+
+@contextmanager
+def dropped_after(warehouse):
+    """Yields the warehouse; a BigQuery one's datasets are deleted afterwards (see above)."""
+    try:
+        yield warehouse
+    finally:
+        if warehouse.kind == "bigquery":
+            drop_emulator_datasets(warehouse)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.bigquery)])
+def audit_warehouse(request, tmp_path):
+    """The same tests against DuckDB and against the local-bigquery emulator (BigQuery REST API)."""
+    if request.param == "duckdb":
+        yield DuckDBWarehouse(path=str(tmp_path / "audit.duckdb"))
+        return
+    with dropped_after(emulator_warehouse()) as warehouse:  # every test in its own dataset
+        yield warehouse
+
+
+# -- scheduling ----------------------------------------------------------------------------------
+
+# The slowest tests, slowest first (--durations: daemons, killed workers, the BigQuery emulator).
+# They start first, so the two xdist workers (scripts/test.sh) end together on short tests instead
+# of one of them idling while the other runs a long test collected last (test_warehouse.py is).
+SLOW_FIRST = (
+    "test_deployment_topology.py::test_isolated_runs_crash_and_retry_on_the_production_topology",
+    "test_pool_crash.py::test_a_run_killed_inside_each_pooled_step_is_retried_and_frees_its_pool",
+    "test_warehouse.py::test_the_same_flow_on_the_bigquery_emulator_returns_the_same_rows",
+    "test_dev_command.py::test_one_sigint_stops_dev_and_every_process_it_started",
+    "test_recovery.py::test_a_warehouse_outage_during_an_applied_sync_heals_on_the_next_run[postgres-bigquery]",
+    "test_recovery.py::test_a_warehouse_outage_mid_cleanup_is_healed_by_the_next_cleanup",
+    "test_ab_repair_crash.py::test_sigkill_during_live_repairs_leaves_an_audit_that_reexecution_settles",
+    "test_ab_report_email.py::test_at_most_one_report_a_day_across_runs_and_processes[60_people]",
+    "test_ab_crash.py::test_sigkill_during_live_deletions_leaves_an_audit_that_reexecution_settles",
+    "test_warehouse.py::test_a_sync_applied_by_a_reexecution_is_mirrored_under_its_root_run_id",
+    "test_analyst_views.py::test_analyst_views_carry_pseudonyms_and_no_direct_identifiers[bigquery]",
+    "test_registry_safety.py::test_generated_interleavings_never_remove_a_member_present_throughout[sqlite]",
+    "test_registry_safety.py::test_generated_interleavings_never_remove_a_member_present_throughout[postgres]",
+    "test_recovery.py::test_owed_history_of_several_syncs_is_delivered_once_on_either_warehouse[postgres-bigquery]",
+    "test_warehouse.py::test_writing_a_slice_twice_replaces_it_and_other_slices_stay[bigquery]",
+    "test_warehouse.py::test_an_empty_warehouse_answers_every_query_with_no_rows[bigquery]",
+    "test_preflight.py::test_bigquery_dataset_missing_then_present_with_the_expected_schema",
+    "test_warehouse.py::test_types_round_trip[bigquery]",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Known-slow tests first, in SLOW_FIRST's order; every other test keeps its place."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.rsplit("/", 1)[-1], len(rank)))

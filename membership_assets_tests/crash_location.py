@@ -12,8 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from membership_assets.definitions import build_definitions
-from membership_assets.environment import local_resources
+from membership_assets.definitions import build_definitions, resources_for
 from membership_assets.notify.resources import FileOutboxEmail
 
 GATE_ENV = "POOL_CRASH_EMAIL_GATE"
@@ -33,7 +32,7 @@ class GatedOutbox(FileOutboxEmail):
 
 
 def _resources() -> dict:
-    resources = local_resources()
+    resources = resources_for("local")
     outbox = resources["email"]
     return {**resources, "email": GatedOutbox(directory=outbox.directory, gate=os.environ.get(GATE_ENV, ""))}
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import pytest
 
 from membership_assets.action_builder.report import (
     CampaignFacts,
@@ -28,6 +29,7 @@ from membership_assets.action_builder.report import (
 )
 from membership_assets.action_builder.rules import REPORT_COLUMNS
 from membership_assets.notify.resources import Attachment, FileOutboxEmail, SendGridEmail
+from membership_assets.simulators.action_builder_seed import SeedConfig, generate_campaign
 
 from .browser import screenshot
 from .test_ab_job import outbox_messages, read_report, run_job
@@ -284,6 +286,10 @@ def test_a_live_cleanup_is_announced_and_a_blocked_one_does_not_hold_back_the_re
     assert "dry run" not in text and "Leave outdated tags alone" in text
 
 
+# Five whole runs; the once-a-day rule does not depend on the campaign's size: 60 people, not 300.
+@pytest.mark.parametrize(
+    "ab_campaign", [generate_campaign(SeedConfig(people=60, seed=11))], ids=["60_people"]
+)
 def test_at_most_one_report_a_day_across_runs_and_processes(local_resources, ab_sim, outbox, tmp_path):
     """Each run opens the instance anew, as a separate process (or run worker) would."""
     from membership_assets.definitions import build_definitions

@@ -33,7 +33,7 @@ import pytest
 import requests
 import yaml
 
-from membership_assets.environment import SIMULATED_DJANGO_TOKEN
+from membership_assets.settings import SIMULATED_DJANGO_TOKEN
 
 from .conftest import postgres_server_url
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import requests
 
-from membership_assets.environment import SIMULATED_AB_TOKEN, SIMULATED_DJANGO_TOKEN
+from membership_assets.settings import SIMULATED_AB_TOKEN, SIMULATED_DJANGO_TOKEN
 
 from .test_deployment_topology import ROOT, free_port, wait_for
 

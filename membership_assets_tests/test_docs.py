@@ -216,11 +216,13 @@ def _app_operations(routes, prefix: str = "") -> set[tuple[str, str]]:
 def test_every_route_of_the_sync_service_is_in_the_openapi_document(tmp_path):
     from membership_assets.registry import openapi
     from membership_assets.registry.admin import admin_page
+    from membership_assets.registry.settings import admin_settings
     from membership_assets.registry.webhook import SyncApiSettings, create_app
 
     url = f"sqlite:///{tmp_path / 'members.sqlite'}"
     app = create_app(
-        SyncApiSettings(members_db_url=url, webhook_secret="s" * 32), extra_routes=admin_page(url)
+        SyncApiSettings(members_db_url=url, webhook_secret="s" * 32),
+        extra_routes=admin_page(url, admin_settings("local")),
     )
     served = _app_operations(app.routes)
     documented = {(method, path) for path, ops in openapi.spec()["paths"].items() for method in ops}

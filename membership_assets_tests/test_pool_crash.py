@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from membership_assets import pools
-from membership_assets.environment import SIMULATED_AB_TOKEN, SIMULATED_DJANGO_TOKEN
 from membership_assets.registry.store import MembersStore
+from membership_assets.settings import SIMULATED_AB_TOKEN, SIMULATED_DJANGO_TOKEN
 from membership_assets.simulators.action_builder import ActionBuilderSimulator
 from membership_assets.simulators.action_builder_seed import SeedConfig, generate_campaign
 from membership_assets.simulators.django_registry import DjangoRegistrySimulator, generate_registry

@@ -28,7 +28,7 @@ from membership_assets.preflight.webhook import check_webhook
 from membership_assets.registry.resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from membership_assets.scratch import RunScratchIOManager
 
-from .conftest import ab_resource_for
+from .conftest import ab_resource_for, dropped_after, emulator_warehouse
 
 
 def line(checks, name):
@@ -209,38 +209,23 @@ def test_sendgrid_key_scope_is_checked_without_sending(monkeypatch):
 
 @pytest.mark.bigquery
 def test_bigquery_dataset_missing_then_present_with_the_expected_schema():
-    import os
-    import uuid
-
-    from dagster_gcp import BigQueryResource
-
     from membership_assets.preflight.warehouse import check_warehouse
-    from membership_assets.warehouse.resources import BigQueryWarehouse
     from membership_assets.warehouse.schema import TABLES
 
-    url = os.environ.get("BIGQUERY_EMULATOR_URL")
-    if not url:
-        pytest.skip("BIGQUERY_EMULATOR_URL not set: scripts/test.sh starts the emulator")
-    wh = BigQueryWarehouse(
-        bigquery=BigQueryResource(project="membership-test"),
-        dataset=f"preflight_{uuid.uuid4().hex[:10]}",
-        api_endpoint=url,
-    )
-    [missing] = check_warehouse(wh)
-    assert missing.status == FAIL and "does not exist" in missing.seen and "bq mk" in missing.fix
-    with wh.client() as client:
-        for spec in TABLES.values():
-            wh._ensure(client, spec)
-    checks = check_warehouse(wh)
-    assert line(checks, "dataset").status == OK
-    tables = line(checks, "tables")
-    assert tables.status == OK and f"{len(TABLES)} of {len(TABLES)} tables exist" in tables.seen
-    # What the emulator does not implement is "not checked", never a pretended ✓.
-    for name in ("load permission", "query permission"):
-        assert line(checks, name).status in (OK, SKIP)
-    assert line(checks, "analyst views").status == FAIL  # not published yet
-    with wh.client() as client:
-        client.delete_dataset(f"{client.project}.{wh.dataset}", delete_contents=True)
+    with dropped_after(emulator_warehouse("preflight")) as wh:
+        [missing] = check_warehouse(wh)
+        assert missing.status == FAIL and "does not exist" in missing.seen and "bq mk" in missing.fix
+        with wh.client() as client:
+            for spec in TABLES.values():
+                wh._ensure(client, spec)
+        checks = check_warehouse(wh)
+        assert line(checks, "dataset").status == OK
+        tables = line(checks, "tables")
+        assert tables.status == OK and f"{len(TABLES)} of {len(TABLES)} tables exist" in tables.seen
+        # What the emulator does not implement is "not checked", never a pretended ✓.
+        for name in ("load permission", "query permission"):
+            assert line(checks, name).status in (OK, SKIP)
+        assert line(checks, "analyst views").status == FAIL  # not published yet
 
 
 def test_a_table_behind_the_codes_schema_fails_with_the_alter_statement():

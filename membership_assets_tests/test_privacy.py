@@ -127,13 +127,13 @@ def test_database_errors_count_as_carrying_personal_data():
 
 
 def test_local_urls_with_credentials_are_shown_by_variable_name(monkeypatch, tmp_path):
-    from membership_assets.environment import local_resources
+    from membership_assets.definitions import resources_for
 
     monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("MEMBERS_DB_URL", "postgresql+psycopg://sync:pw-in-url@db/ekklesia")
     monkeypatch.setenv("DJANGO_API_URL", "https://sync:pw-in-url@registry.example/")
     monkeypatch.setenv("MEMBERS_DB_PASSWORD", "from-password-variable")
-    resources = local_resources()
+    resources = resources_for("local")
     defs = dg.Definitions(resources=resources)
     shown = json.dumps(
         {k: v._get_non_default_public_field_values() for k, v in defs.resources.items()}, default=str

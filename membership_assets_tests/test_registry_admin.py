@@ -599,7 +599,7 @@ def test_admin_hash_prints_a_hash_that_signs_in(monkeypatch, capsys):
 def test_the_service_refuses_to_start_with_malformed_accounts_or_no_session_secret(
     monkeypatch, tmp_path, capsys
 ):
-    from membership_assets.environment import admin_settings as from_environment
+    from membership_assets.registry.settings import admin_settings as from_environment
 
     monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("SYNC_ADMIN_USERS_PASSWORD", "anna:plaintext")

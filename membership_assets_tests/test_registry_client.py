@@ -112,14 +112,14 @@ def test_change_marker_without_etag_digests_the_whole_listing(registry_data):
 def test_the_django_api_password_is_sent_as_the_token(django_sim, monkeypatch, tmp_path):
     """DJANGO_API_PASSWORD (the {NAME}_PASSWORD convention) authenticates as `Token <pw>`: no
     `:pw@` in a URL without a user, no Basic auth replacing the token."""
-    from membership_assets.environment import local_resources
+    from membership_assets.definitions import resources_for
 
     monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("DJANGO_API_URL", django_sim.base_url)
     monkeypatch.setenv("DJANGO_API_PASSWORD", django_sim.token)
     import dagster as dg
 
-    with dg.build_resources({"django": local_resources()["django"]}) as resources:
+    with dg.build_resources({"django": resources_for("local")["django"]}) as resources:
         client = resources.django.open_client()
     try:
         assert client.api.session.auth is None

@@ -394,11 +394,11 @@ def test_a_listing_without_status_fails_clearly_unless_the_rule_says_active(
 
 
 def test_the_missing_status_rule_is_read_from_the_environment(monkeypatch):
-    from membership_assets.environment import registry_policy
+    from membership_assets.registry.settings import RegistrySettings
 
-    assert registry_policy().missing_status == "reject"
+    assert RegistrySettings.load().registry_policy().missing_status == "reject"
     monkeypatch.setenv("REGISTRY_MISSING_STATUS", "Active")
-    assert registry_policy().missing_status == "active"
+    assert RegistrySettings.load().registry_policy().missing_status == "active"
 
 
 # -- 6. an empty registry, confirmed -----------------------------------------------------------

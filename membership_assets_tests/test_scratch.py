@@ -127,7 +127,7 @@ def test_scan_checkpoints_are_encrypted_at_rest(tmp_path):
 
 
 def test_production_intermediates_go_where_every_run_worker_sees_them(monkeypatch):
-    from membership_assets.environment import resources_for
+    from membership_assets.definitions import resources_for
 
     monkeypatch.setenv("MEMBERSHIP_SCRATCH_URL", "gs://membership-scratch/runs")
     assert resources_for("local")["io_manager"].base_path == "gs://membership-scratch/runs"
@@ -225,7 +225,7 @@ def test_production_scratch_and_state_rules(tmp_path):
 
 
 def test_production_scratch_uses_the_bigquery_service_account(monkeypatch):
-    from membership_assets.environment import resources_for
+    from membership_assets.definitions import resources_for
 
     monkeypatch.setenv("MEMBERSHIP_SCRATCH_URL", "gs://membership-scratch/runs")
     monkeypatch.setenv("BIGQUERY_CREDENTIALS_PASSWORD", '{"type": "service_account"}')

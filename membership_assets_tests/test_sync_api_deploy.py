@@ -80,7 +80,8 @@ def test_secrets_come_from_the_helm_values_secret(container):
     required = {n for n, r in refs.items() if not r.get("optional")}
     assert required == {"REGISTRY_WEBHOOK_SECRET_PASSWORD", "MEMBERS_DB_URL", "MEMBERS_DB_PASSWORD"}
     assert env["MEMBERSHIP_ENV"]["value"] == "production"
-    source = (ROOT / "membership_assets" / "environment.py").read_text()
+    source = (ROOT / "membership_assets" / "settings.py").read_text()
+    source += (ROOT / "membership_assets" / "registry" / "settings.py").read_text()
     source += (ROOT / "membership_assets" / "registry" / "webhook.py").read_text()
     assert all(f'"{name}"' in source for name in env if name != "DAGSTER_HOME"), "a variable nobody reads"
 

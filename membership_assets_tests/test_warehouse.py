@@ -18,7 +18,7 @@ from membership_assets.warehouse.queries import analyst_sql, query_names, run_an
 from membership_assets.warehouse.schema import TABLES, conform
 
 from . import flows
-from .conftest import BIGQUERY_URL_ENV
+from .conftest import BIGQUERY_URL_ENV, dropped_after, emulator_warehouse
 
 
 @dataclass
@@ -192,7 +192,10 @@ def test_the_same_flow_on_the_bigquery_emulator_returns_the_same_rows(tmp_path, 
     answers = {}
     for backend in ("duckdb", "bigquery"):
         (tmp_path / backend).mkdir()
-        with running_world(tmp_path / backend, _warehouse(backend, tmp_path / backend), monkeypatch) as w:
+        with (
+            dropped_after(_warehouse(backend, tmp_path / backend)) as warehouse,
+            running_world(tmp_path / backend, warehouse, monkeypatch) as w,
+        ):
             runs = flows.two_demo_runs(w, dg.DagsterInstance.ephemeral())
             found = analyst_answers(w.warehouse)  # via google-cloud-bigquery on the emulator
             check_expected_answers(w, runs, found)
@@ -202,20 +205,11 @@ def test_the_same_flow_on_the_bigquery_emulator_returns_the_same_rows(tmp_path, 
 
 
 def _warehouse(kind: str, path):
-    import os
-    import uuid
-
-    from dagster_gcp import BigQueryResource
-
-    from membership_assets.warehouse.resources import BigQueryWarehouse, DuckDBWarehouse
+    from membership_assets.warehouse.resources import DuckDBWarehouse
 
     if kind == "duckdb":
         return DuckDBWarehouse(path=str(path / "audit.duckdb"))
-    return BigQueryWarehouse(
-        bigquery=BigQueryResource(project="membership-test"),
-        dataset=f"audit_{uuid.uuid4().hex[:10]}",
-        api_endpoint=os.environ[BIGQUERY_URL_ENV],
-    )
+    return emulator_warehouse()
 
 
 def _stable(frame: pd.DataFrame) -> pd.DataFrame:

@@ -39,4 +39,6 @@ fi
 
 .venv/bin/ruff check --quiet membership_assets membership_assets_tests benchmarks
 .venv/bin/ruff format --check --quiet membership_assets membership_assets_tests benchmarks
-exec .venv/bin/python -m pytest -n 2 -rs "$@"
+# Known-slow tests are collected first (conftest.py SLOW_FIRST); worksteal hands a worker that ran
+# out of tests half of the other's remaining ones, so both end together on short tests.
+exec .venv/bin/python -m pytest -n 2 --dist worksteal -rs "$@"

@@ -11,14 +11,16 @@ import pandas as pd
 from pydantic import Field
 
 from .. import pools
+from ..columns import column_names
 from ..metadata import dataclass_columns, md_preview, table_schema
 from ..notify.resources import Attachment, EmailSender, Recipients, split_addresses
 from ..privacy import cipher
 from ..run_tags import mark_dry_run
 from ..warehouse.audit import previous_attempts, record, run_identity
 from ..warehouse.resources import AuditWarehouse
+from ..warehouse.schema import ATTEMPT_RUN_ID
 from . import campaign_state
-from .cleanup import DeletionOutcome, execute_deletions, merge_outcomes
+from .cleanup import execute_deletions, merge_outcomes
 from .journal import DeletionJournal, deliver_journal
 from .records import COLUMN_DESCRIPTIONS, Connection, Entity, Tagging, Unit, from_frame, to_frame
 from .repair import RepairStep, deletions_left_to_cleanup, repair_plan_section
@@ -33,13 +35,16 @@ from .report import (
 )
 from .resources import ActionBuilderResource
 from .rules import (
+    MISMATCH_COLUMNS,
     REPORT_COLUMNS,
     REPORT_NAME_COLUMNS,
     REPORT_SCHEMA,
+    DeletionOutcome,
     FieldNames,
-    Mismatch,
     PlannedDeletion,
     evaluate,
+    mismatch_frame,
+    mismatches_from_frame,
     plan_deletions,
     report_records,
     report_rows,
@@ -279,48 +284,7 @@ class MismatchConfig(dg.Config):
     )
 
 
-# membership_mismatches' columns: (name, type, description). The names match the audit table
-# ab_mismatches; the report's CSV renames them to correct_* / tagged_* (rules.REPORT_SCHEMA).
-MISMATCH_COLUMNS = (
-    ("person_id", "string", COLUMN_DESCRIPTIONS["person_id"]),
-    ("given_name", "string", COLUMN_DESCRIPTIONS["given_name"]),
-    ("family_name", "string", COLUMN_DESCRIPTIONS["family_name"]),
-    ("browser_url", "string", COLUMN_DESCRIPTIONS["browser_url"]),
-    ("inactive", "bool", "True for an inactive member (judged against their first, inactive connection)"),
-    ("unit_name", "string", "CORRECT unit: the unit of the person's unit connection"),
-    ("membership_type", "string", "CORRECT membership type: the one on the unit connection"),
-    ("membership_status", "string", "CORRECT membership status: the one on the unit connection"),
-    ("current_unit_name", "string", "TAGGED unit: the unit tag(s) the person carries now (may be outdated)"),
-    ("current_membership_type", "string", "TAGGED membership type: the person's tag(s) now"),
-    ("current_membership_status", "string", "TAGGED membership status: the person's tag(s) now"),
-    ("reasons", "string", "unit/type/status _outdated (a wrong tag) or _missing (no tag)"),
-    ("outdated_taggings", "int", "How many of the person's taggings the cleanup would delete"),
-    ("blank_reasons", "string", "Why a correct value is blank (that field is then not judged)"),
-)
 PLAN_SCHEMA = {"dagster/column_schema": table_schema(dataclass_columns(PlannedDeletion, COLUMN_DESCRIPTIONS))}
-
-
-def _mismatch_frame(mismatches: list[Mismatch]) -> pd.DataFrame:
-    rows = [
-        {
-            "person_id": m.person_id,
-            "given_name": m.given_name,
-            "family_name": m.family_name,
-            "browser_url": m.browser_url,
-            "inactive": m.inactive,
-            "unit_name": m.unit_name,
-            "membership_type": m.membership_type,
-            "membership_status": m.membership_status,
-            "current_unit_name": m.current_unit_name,
-            "current_membership_type": m.current_membership_type,
-            "current_membership_status": m.current_membership_status,
-            "reasons": ", ".join(m.reasons),
-            "outdated_taggings": len(m.outdated_taggings),
-            "blank_reasons": "; ".join(m.blank_reasons),
-        }
-        for m in mismatches
-    ]
-    return pd.DataFrame(rows, columns=[name for name, _type, _description in MISMATCH_COLUMNS])
 
 
 def update_campaign_mismatches(
@@ -373,7 +337,11 @@ PREVIEW_HEADINGS = {
         "membership_mismatches": dg.AssetOut(
             description="People whose own unit/type/status tags disagree with their unit connection "
             "(found by this scan; campaign_mismatches counts the whole campaign).",
-            metadata={"dagster/column_schema": table_schema(MISMATCH_COLUMNS)},
+            metadata={
+                "dagster/column_schema": table_schema(
+                    (c.name, c.ui_type, c.description) for c in MISMATCH_COLUMNS
+                )
+            },
         ),
         "planned_tag_deletions": dg.AssetOut(
             description="Outdated taggings the cleanup would delete.", metadata=PLAN_SCHEMA
@@ -409,7 +377,7 @@ def membership_mismatches(
         names,
     )
     plan = plan_deletions(result.mismatches, names)
-    frame = _mismatch_frame(result.mismatches)
+    frame = mismatch_frame(result.mismatches)
     plan_frame = to_frame(plan, PlannedDeletion)
     for note in result.notes[:50]:
         context.log.warning(note)
@@ -474,31 +442,8 @@ def membership_mismatches(
     )
 
 
-def _mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
-    """Inverse of _mismatch_frame, without the outdated taggings (the report never shows them)."""
-    return [
-        Mismatch(
-            person_id=r.person_id,
-            given_name=r.given_name,
-            family_name=r.family_name,
-            browser_url=r.browser_url,
-            inactive=bool(r.inactive),
-            unit_name=r.unit_name,
-            membership_type=r.membership_type,
-            membership_status=r.membership_status,
-            current_unit_name=r.current_unit_name,
-            current_membership_type=r.current_membership_type,
-            current_membership_status=r.current_membership_status,
-            reasons=tuple(x for x in (r.reasons or "").split(", ") if x),
-            outdated_taggings=(),
-            blank_reasons=(r.blank_reasons,) if isinstance(r.blank_reasons, str) and r.blank_reasons else (),
-        )
-        for r in frame.itertuples(index=False)
-    ]
-
-
 def report_csv(mismatches: pd.DataFrame, names: FieldNames = FieldNames()) -> tuple[bytes, int]:
-    rows = report_rows(_mismatches_from_frame(mismatches), names)
+    rows = report_rows(mismatches_from_frame(mismatches), names)
     buf = io.StringIO()
     # CRLF (RFC 4180) also makes the writer quote a value holding a lone carriage return.
     writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
@@ -611,7 +556,7 @@ def mismatch_report_email(
     report = build_report(
         day=day,
         scan=_scan_facts(ab_scan),
-        rows=report_records(_mismatches_from_frame(frame), action_builder.field_names),
+        rows=report_records(mismatches_from_frame(frame), action_builder.field_names),
         inactive=int(frame["inactive"].sum()) if len(frame) else 0,
         cleanup=_cleanup_facts(context, planned_tag_deletions),
         campaign=_campaign_facts(campaign_state.load_mismatches(context.instance, campaign_id)),
@@ -672,19 +617,8 @@ def mismatch_report_email(
     )
 
 
-DELETION_COLUMNS = [
-    "person_id",
-    "tagging_id",
-    "tag_id",
-    "field",
-    "value",
-    "expected_value",
-    "inactive",
-    "action",
-    "error",
-    "acted_at",
-    "attempt_run_id",
-]
+# The deletions' audit rows: each outcome and the attempt that acted (audit table ab_tagging_deletions).
+DELETION_COLUMNS = [*column_names(DeletionOutcome), ATTEMPT_RUN_ID.name]
 
 
 class CleanupConfig(dg.Config):
@@ -697,7 +631,7 @@ class CleanupConfig(dg.Config):
 DELETION_SCHEMA = table_schema(
     [
         *dataclass_columns(DeletionOutcome, COLUMN_DESCRIPTIONS),
-        ("attempt_run_id", "string", "The Dagster run (attempt) that acted"),
+        (ATTEMPT_RUN_ID.name, "string", ATTEMPT_RUN_ID.description),
     ]
 )
 

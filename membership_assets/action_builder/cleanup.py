@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from ..connectors.errors import ApiError, AuthError
 from .client import ActionBuilderClient
-from .rules import PlannedDeletion
+from .rules import DeletionOutcome, PlannedDeletion
 
 # pending: intent recorded, no DELETE sent yet; sending: the DELETE may have been sent (a crash
 # here leaves this row, which a re-execution settles). The rest are final outcomes.
@@ -27,36 +27,8 @@ ACTIONS = (
 AUDIT_BATCH = 25  # DELETEs sent per durable audit write (~6 s at 4 req/s)
 
 
-@dataclass(frozen=True)
-class DeletionOutcome:
-    person_id: str
-    tagging_id: str
-    tag_id: str | None
-    field: str | None
-    value: str | None
-    expected_value: str | None
-    inactive: bool
-    action: str
-    error: str | None
-    acted_at: str
-
-    def as_row(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _outcome(p: PlannedDeletion, action: str, error: str | None = None) -> DeletionOutcome:
-    return DeletionOutcome(
-        person_id=p.person_id,
-        tagging_id=p.tagging_id,
-        tag_id=p.tag_id,
-        field=p.field,
-        value=p.value,
-        expected_value=p.expected_value,
-        inactive=p.inactive,
-        action=action,
-        error=error,
-        acted_at=datetime.now(UTC).isoformat(),
-    )
+    return DeletionOutcome(**asdict(p), action=action, error=error, acted_at=datetime.now(UTC).isoformat())
 
 
 Journal = Callable[[list[DeletionOutcome]], None]

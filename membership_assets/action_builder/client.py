@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ..connectors.errors import BadResponseError, IncompleteListingError, NotFoundError
 from ..connectors.http import JsonApiClient
 from ..connectors.ratelimit import RateLimiter
+from .hal import NATIVE_PREFIX, native_id
 
 PER_PAGE_MAX = 25
 # Pace just under the documented limit: a strict sliding-window limiter counts arrival times,
@@ -31,7 +32,6 @@ PER_PAGE_MAX = 25
 # then. 0.3% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
 PACING_SHARE = 0.997
 START_SHARE = 0.95  # the first 10 s ramp up from 95% while connections are opened
-NATIVE_PREFIX = "action_builder:"
 
 # Embedded keys: OSDI-defined resources use "osdi:", Action Builder's own use "action_builder:".
 KEY_PEOPLE = "osdi:people"
@@ -124,27 +124,6 @@ def parse_page(body: Any, key: str, page: int, per_page: int) -> Page:
     next_href = (body.get("_links") or {}).get("next", {})
     next_href = next_href.get("href") if isinstance(next_href, dict) else None
     return Page(number=page, total_pages=total, per_page=size, items=items, next_href=next_href)
-
-
-def native_id(resource: dict[str, Any]) -> str | None:
-    """The Action Builder uuid; custom identifiers (dwid:, custom_id:...) may come first."""
-    for ident in resource.get("identifiers") or []:
-        if isinstance(ident, str) and ident.startswith(NATIVE_PREFIX):
-            return ident[len(NATIVE_PREFIX) :]
-    return None
-
-
-def link(resource: dict[str, Any], rel: str) -> str | None:
-    value = (resource.get("_links") or {}).get(rel)
-    if isinstance(value, dict):
-        return value.get("href")
-    return None
-
-
-def last_segment(href: str | None) -> str | None:
-    if not href:
-        return None
-    return href.rstrip("/").rsplit("/", 1)[-1] or None
 
 
 def odata_datetime(value: datetime) -> str:

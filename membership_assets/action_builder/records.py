@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from .client import NATIVE_PREFIX, last_segment, link, native_id
+from .hal import NATIVE_PREFIX, last_segment, link, native_id
 
 
 class RecordError(ValueError):

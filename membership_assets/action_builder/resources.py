@@ -34,12 +34,12 @@ class ActionBuilderResource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     checkpoint_path: str = Field(default=".local/checkpoints/action_builder.sqlite")
     reports_dir: str = Field(default=".local/reports", description="Where mismatch CSVs are written.")
-    unit_field: str = "Bargaining Unit"
-    membership_type_field: str = "Membership Type"
-    membership_status_field: str = "Membership Status"
-    unit_connection_type: str = "People + Units"
+    unit_field: str = FieldNames.unit
+    membership_type_field: str = FieldNames.membership_type
+    membership_status_field: str = FieldNames.membership_status
+    unit_connection_type: str = FieldNames.connection_type
     unit_entity_type: str = Field(
-        default="Unit", description="Entity type of units (read per unit on full scans)."
+        default=FieldNames.unit_entity_type, description="Entity type of units (read per unit on full scans)."
     )
 
     @property

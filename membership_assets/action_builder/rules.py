@@ -20,10 +20,14 @@ with the deliberate differences called out:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from .records import Connection, Entity, Tagging, Unit
+import pandas as pd
+
+from ..columns import column, not_a_column, record_columns
+from .records import COLUMN_DESCRIPTIONS, Connection, Entity, Tagging, Unit
 
 
 @dataclass(frozen=True)
@@ -41,29 +45,94 @@ class FieldNames:
         return (self.unit, self.membership_type, self.membership_status)
 
 
+# Read "correct" as what the unit connection says and "tagged" as what the person carries now;
+# the report's CSV heads these columns correct_* / tagged_* (REPORT_SCHEMA).
 @dataclass(frozen=True)
 class Mismatch:
-    person_id: str
-    given_name: str | None
-    family_name: str | None
-    browser_url: str | None
-    inactive: bool
-    unit_name: str | None
-    membership_type: str | None
-    membership_status: str | None
-    current_unit_name: str
-    current_membership_type: str
-    current_membership_status: str
-    reasons: tuple[str, ...]
-    outdated_taggings: tuple[Tagging, ...]
+    """A person whose own unit/type/status tags disagree with their unit connection.
+
+    Its columns (the membership_mismatches frame, the audit table ab_mismatches) are its fields;
+    the tuples are held there as text or a count (``mismatch_frame``).
+    """
+
+    person_id: str = column(description=COLUMN_DESCRIPTIONS["person_id"])
+    given_name: str | None = column(description=COLUMN_DESCRIPTIONS["given_name"])
+    family_name: str | None = column(description=COLUMN_DESCRIPTIONS["family_name"])
+    browser_url: str | None = column(description=COLUMN_DESCRIPTIONS["browser_url"])
+    inactive: bool = column(
+        description="True for an inactive member (judged against their first, inactive connection)"
+    )
+    unit_name: str | None = column(description="CORRECT unit: the unit of the person's unit connection")
+    membership_type: str | None = column(
+        description="CORRECT membership type: the one on the unit connection"
+    )
+    membership_status: str | None = column(
+        description="CORRECT membership status: the one on the unit connection"
+    )
+    current_unit_name: str = column(
+        description="TAGGED unit: the unit tag(s) the person carries now (may be outdated)"
+    )
+    current_membership_type: str = column(description="TAGGED membership type: the person's tag(s) now")
+    current_membership_status: str = column(description="TAGGED membership status: the person's tag(s) now")
+    reasons: tuple[str, ...] = column(
+        "STRING", "unit/type/status _outdated (a wrong tag) or _missing (no tag)"
+    )
+    outdated_taggings: tuple[Tagging, ...] = column(
+        "INT64", "How many of the person's taggings the cleanup would delete"
+    )
     # Why a correct value (unit_name, membership_type, membership_status) is None, per field.
-    blank_reasons: tuple[str, ...] = ()
+    blank_reasons: tuple[str, ...] = column(
+        "STRING", "Why a correct value is blank (that field is then not judged)", default=()
+    )
     # Fields whose truth could not be settled (unit unreadable, several values on the connection).
-    undetermined: tuple[str, ...] = ()
+    undetermined: tuple[str, ...] = not_a_column(default=())
+
+
+MISMATCH_COLUMNS = record_columns(Mismatch)
+# How the frame holds Mismatch's tuples: joined text, and the outdated taggings' count.
+_JOINED = {"reasons": ", ", "blank_reasons": "; "}
+
+
+def mismatch_frame(mismatches: Iterable[Mismatch]) -> pd.DataFrame:
+    """Mismatches as the membership_mismatches frame: one row each, MISMATCH_COLUMNS."""
+    names = [c.name for c in MISMATCH_COLUMNS]
+    rows = [
+        {
+            **{name: getattr(m, name) for name in names},
+            **{name: sep.join(getattr(m, name)) for name, sep in _JOINED.items()},
+            "outdated_taggings": len(m.outdated_taggings),
+        }
+        for m in mismatches
+    ]
+    return pd.DataFrame(rows, columns=names)
+
+
+def mismatches_from_frame(frame: pd.DataFrame) -> list[Mismatch]:
+    """Inverse of mismatch_frame, without the outdated taggings (the report never shows them).
+
+    The blank reasons stay one joined text: the report joins them the same way again.
+    """
+    out = []
+    for r in frame[[c.name for c in MISMATCH_COLUMNS]].to_dict("records"):
+        blank = r["blank_reasons"]
+        out.append(
+            Mismatch(
+                **{
+                    **r,
+                    "inactive": bool(r["inactive"]),
+                    "reasons": tuple(x for x in (r["reasons"] or "").split(", ") if x),
+                    "outdated_taggings": (),
+                    "blank_reasons": (blank,) if isinstance(blank, str) and blank else (),
+                }
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
 class PlannedDeletion:
+    """An outdated tagging the cleanup is to delete."""
+
     person_id: str
     tagging_id: str
     tag_id: str | None
@@ -71,6 +140,18 @@ class PlannedDeletion:
     value: str | None
     expected_value: str | None
     inactive: bool
+
+
+@dataclass(frozen=True)
+class DeletionOutcome(PlannedDeletion):
+    """What became of one planned deletion: a row of the audit table ab_tagging_deletions."""
+
+    action: str = column(description=COLUMN_DESCRIPTIONS["action"])
+    error: str | None = column(description=COLUMN_DESCRIPTIONS["error"])
+    acted_at: str = column("TIMESTAMP", COLUMN_DESCRIPTIONS["acted_at"])  # ISO 8601, UTC
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -85,35 +166,66 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ReportColumn:
+    """A column of the emailed CSV and how a mismatch fills it (plain text, escaped when written)."""
+
     name: str
     description: str
+    cell: Callable[[Mismatch, FieldNames], str]
 
 
 # The emailed CSV, in order. "correct_*" is what the unit connection says, "tagged_*" what the
 # person carries: names nobody can read the other way round (the reference's "current_unit_name"
 # was the outdated tag).
 REPORT_SCHEMA = (
-    ReportColumn("uuid", "The person's Action Builder id."),
-    ReportColumn("first_name", "The person's first name."),
-    ReportColumn("last_name", "The person's last name."),
-    ReportColumn("correct_unit", "The unit of the person's unit connection: the unit tag they should carry."),
+    ReportColumn("uuid", "The person's Action Builder id.", lambda m, _: m.person_id),
+    ReportColumn("first_name", "The person's first name.", lambda m, _: m.given_name or ""),
+    ReportColumn("last_name", "The person's last name.", lambda m, _: m.family_name or ""),
     ReportColumn(
-        "tagged_unit", "The unit tag(s) the person carries now ('; ' between several, blank: none)."
+        "correct_unit",
+        "The unit of the person's unit connection: the unit tag they should carry.",
+        lambda m, _: m.unit_name or "",
     ),
-    ReportColumn("correct_membership_type", "The membership type on the unit connection."),
-    ReportColumn("tagged_membership_type", "The membership type tag(s) the person carries now."),
-    ReportColumn("correct_membership_status", "The membership status on the unit connection."),
-    ReportColumn("tagged_membership_status", "The membership status tag(s) the person carries now."),
-    ReportColumn("what_to_change", "Each tag to add or replace, in words."),
+    ReportColumn(
+        "tagged_unit",
+        "The unit tag(s) the person carries now ('; ' between several, blank: none).",
+        lambda m, _: m.current_unit_name,
+    ),
+    ReportColumn(
+        "correct_membership_type",
+        "The membership type on the unit connection.",
+        lambda m, _: m.membership_type or "",
+    ),
+    ReportColumn(
+        "tagged_membership_type",
+        "The membership type tag(s) the person carries now.",
+        lambda m, _: m.current_membership_type,
+    ),
+    ReportColumn(
+        "correct_membership_status",
+        "The membership status on the unit connection.",
+        lambda m, _: m.membership_status or "",
+    ),
+    ReportColumn(
+        "tagged_membership_status",
+        "The membership status tag(s) the person carries now.",
+        lambda m, _: m.current_membership_status,
+    ),
+    ReportColumn(
+        "what_to_change", "Each tag to add or replace, in words.", lambda m, names: what_to_change(m, names)
+    ),
     ReportColumn(
         "blank_correct_value_reason",
         "Why a correct_* cell is blank: that field is not judged and its tags are left alone.",
+        lambda m, _: "; ".join(m.blank_reasons),
     ),
     ReportColumn(
         "mismatch_reasons",
         "Codes: unit/type/status _outdated (a wrong tag is present) or _missing (no tag at all).",
+        lambda m, _: ", ".join(m.reasons),
     ),
-    ReportColumn("action_builder_url", "The person's page in Action Builder."),
+    ReportColumn(
+        "action_builder_url", "The person's page in Action Builder.", lambda m, _: m.browser_url or ""
+    ),
 )
 REPORT_COLUMNS = [c.name for c in REPORT_SCHEMA]
 # Personal data in the CSV: organizers need it, run history (metadata previews) must not keep it.
@@ -282,25 +394,7 @@ def what_to_change(m: Mismatch, names: FieldNames = FieldNames()) -> str:
 
 def report_records(mismatches: Iterable[Mismatch], names: FieldNames = FieldNames()) -> list[dict[str, str]]:
     """Active members' rows of the report, worst units first, as plain text (not yet escaped)."""
-    rows = [
-        {
-            "uuid": m.person_id,
-            "first_name": m.given_name or "",
-            "last_name": m.family_name or "",
-            "correct_unit": m.unit_name or "",
-            "tagged_unit": m.current_unit_name,
-            "correct_membership_type": m.membership_type or "",
-            "tagged_membership_type": m.current_membership_type,
-            "correct_membership_status": m.membership_status or "",
-            "tagged_membership_status": m.current_membership_status,
-            "what_to_change": what_to_change(m, names),
-            "blank_correct_value_reason": "; ".join(m.blank_reasons),
-            "mismatch_reasons": ", ".join(m.reasons),
-            "action_builder_url": m.browser_url or "",
-        }
-        for m in mismatches
-        if not m.inactive
-    ]
+    rows = [{c.name: c.cell(m, names) for c in REPORT_SCHEMA} for m in mismatches if not m.inactive]
     per_unit: dict[str, int] = defaultdict(int)
     for r in rows:
         per_unit[r["correct_unit"]] += 1

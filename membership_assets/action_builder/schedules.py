@@ -1,14 +1,13 @@
 """When tag hygiene runs: a daily incremental pass and a monthly full scan."""
 
-import os
-
 import dagster as dg
 
-from ..environment import SCHEDULE_DEFAULT_STATUS
+from ..config import default_schedule_status
 from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
 from ..run_tags import DRY_RUN_TAG
 from .assets import GROUP
+from .settings import ActionBuilderSettings
 
 action_builder_tag_sync = dg.define_asset_job(
     "action_builder_tag_sync",
@@ -18,25 +17,21 @@ action_builder_tag_sync = dg.define_asset_job(
 )
 
 
-def _opted_in(variable: str) -> bool:
-    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
-    return os.getenv(variable, "").strip().lower() in ("1", "true", "yes")
-
-
 def _tags(mode: str) -> dict[str, str]:
     """The side effects' dry run shows in the runs list (the scan and report are real either way)."""
-    live = _opted_in("ACTION_BUILDER_APPLY_DELETIONS") or _opted_in("ACTION_BUILDER_APPLY_REPAIRS")
+    opted_in = ActionBuilderSettings.load()
+    live = opted_in.apply_deletions or opted_in.apply_repairs
     return {"membership/mode": mode, **({} if live else {DRY_RUN_TAG: "true"})}
 
 
 def _run_config(mode: str) -> dict:
+    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
+    opted_in = ActionBuilderSettings.load()
     return {
         "ops": {
             "action_builder_campaign": {"config": {"mode": mode}},
-            "outdated_tagging_deletions": {
-                "config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_DELETIONS")}
-            },
-            "planned_tag_repairs": {"config": {"dry_run": not _opted_in("ACTION_BUILDER_APPLY_REPAIRS")}},
+            "outdated_tagging_deletions": {"config": {"dry_run": not opted_in.apply_deletions}},
+            "planned_tag_repairs": {"config": {"dry_run": not opted_in.apply_repairs}},
         }
     }
 
@@ -45,7 +40,7 @@ def _run_config(mode: str) -> dict:
     job=action_builder_tag_sync,
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
-    default_status=SCHEDULE_DEFAULT_STATUS,
+    default_status=default_schedule_status(),
     description="Daily at 06:00 UTC: re-judge people modified since the last successful run.",
 )
 def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
@@ -57,7 +52,7 @@ def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
     job=action_builder_tag_sync,
     cron_schedule="0 3 1 * *",
     execution_timezone="UTC",
-    default_status=SCHEDULE_DEFAULT_STATUS,
+    default_status=default_schedule_status(),
     description="Monthly at 03:00 UTC on the 1st: scan everyone in the campaign (full scan).",
 )
 def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):

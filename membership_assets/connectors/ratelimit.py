@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 DECREASE = 0.8  # rate kept after a 429
@@ -208,3 +208,32 @@ class RateLimiter:
             gained = max(0.0, calm) * slope * self.rate
             self._current = min(target, self._current + gained)
         self._last_adjust = now
+
+
+class ClientRateLimiter:
+    """Token bucket per client, the ``max_clients`` most recently seen kept: a flood from many
+    addresses forgets the longest-quiet clients one at a time, never everyone's state at once."""
+
+    def __init__(
+        self, rate: float, burst: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ):
+        self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            tokens, since = self._buckets.pop(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - since) * self.rate)
+            allowed = tokens >= 1
+            self._buckets[client] = (tokens - 1 if allowed else tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def retry_after(self) -> int:
+        return max(1, int(1 / self.rate + 0.999))

@@ -8,13 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from ..environment import SCHEDULE_DEFAULT_STATUS
-from ..limits import max_runtime_tags
-
-# Two missed hourly syncs in a row.
-MEMBER_ELIGIBILITY_MAX_AGE = timedelta(hours=2)
-# The monthly full scan, with a few days' grace for a failed run to be fixed and re-run.
-FULL_SCAN_MAX_AGE = timedelta(days=35)
+from ..config import default_schedule_status
+from ..limits import FULL_SCAN_MAX_AGE, MEMBER_ELIGIBILITY_MAX_AGE, max_runtime_tags
 
 MEMBER_ELIGIBILITY = dg.AssetKey("member_eligibility")
 AB_SCAN = dg.AssetKey("ab_scan")
@@ -109,6 +104,6 @@ freshness_every_30_minutes = dg.ScheduleDefinition(
     job=freshness_checks,
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
-    default_status=SCHEDULE_DEFAULT_STATUS,
+    default_status=default_schedule_status(),
     description="Every 30 minutes: is member_eligibility under 2 hours old, the last full scan under 35 days?",
 )

@@ -17,7 +17,7 @@ SYSTEMS = ("action_builder", "registry", "sendgrid", "bigquery", "members_db", "
 
 @dataclass(frozen=True)
 class PreflightSettings:
-    """What the preflight needs beyond the jobs' resources (see environment.preflight_settings)."""
+    """What the preflight needs beyond the jobs' resources (read by preflight/settings.py)."""
 
     sendgrid_api_url: str = "https://api.sendgrid.com"
     sync_api_url: str = ""  # the receiver's base URL as Django reaches it

@@ -12,8 +12,11 @@ from typing import Any
 
 import dagster as dg
 
+from ..registry.settings import RegistrySettings
+from ..settings import state_dir
 from . import SYSTEMS, run_preflight
 from .core import Check, as_json, exit_code, fail, render_table, safe_error, save_latest
+from .settings import preflight_settings
 
 # The resources each system's checks use.
 NEEDS = {
@@ -59,18 +62,15 @@ def configuration_failure(system: str, exc: Exception, also_unset: tuple[str, ..
 
 def _unset_optional_secrets(system: str) -> tuple[str, ...]:
     """Variables a resource reads only when set, but of which the system needs one."""
-    if system == "registry" and not (
-        os.getenv("DJANGO_API_PASSWORD") or os.getenv("DJANGO_API_KEY_PASSWORD")
-    ):
-        return ("DJANGO_API_KEY_PASSWORD",)  # or DJANGO_API_PASSWORD: either is the token
+    registry = RegistrySettings.load_checked()[0]
+    if system == "registry" and not (registry.django_password or registry.django_api_key):
+        return (RegistrySettings.variable("django_api_key"),)  # or DJANGO_API_PASSWORD: either is the token
     return ()
 
 
-def main(args: argparse.Namespace) -> int:
-    from ..environment import preflight_settings, resources_for, state_dir
-
+def main(args: argparse.Namespace, resources: dict[str, Any]) -> int:
+    """Check each system with this environment's ``resources`` (the code location's own)."""
     settings = preflight_settings()
-    resources = resources_for()
     instance = dg.DagsterInstance.get() if os.getenv("DAGSTER_HOME") else None
     checks: list[Check] = []
     for system in args.only or SYSTEMS:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..environment import preflight_settings, state_dir
 from ..limits import max_runtime_tags
+from ..settings import state_dir
 from . import run_preflight
 from .core import as_json, failed, render_table, save_latest
+from .settings import preflight_settings
 
 PREFLIGHT_ASSET = dg.AssetKey("preflight")
 RESOURCE_KEYS = {

@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
+from ..connectors.ratelimit import ClientRateLimiter
+from ..limits import MEMBER_ELIGIBILITY_MAX_AGE
 from .admin_auth import LoginLimiter, Session, SessionSigner, authenticate
 from .delta import KINDS
 from .events import SOURCE_ADMIN, SYNC_REQUESTED, ChangeEventStore, change_events
@@ -197,8 +199,6 @@ def _age(value: Any) -> str:
 
 class AdminApp:
     def __init__(self, settings: AdminSettings, store: MembersStore, events: ChangeEventStore):
-        from ..notify.freshness import MEMBER_ELIGIBILITY_MAX_AGE  # slow to import: once, here
-        from .webhook import ClientRateLimiter  # one token bucket implementation
 
         self.settings, self.store, self.events = settings, store, events
         self.max_age = MEMBER_ELIGIBILITY_MAX_AGE  # when the roll counts as stale (alerts use it too)
@@ -592,16 +592,11 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def admin_page(members_db_url: str, settings: AdminSettings | None = None, host: str = "127.0.0.1") -> list:
+def admin_page(members_db_url: str, settings: AdminSettings) -> list:
     """The admin page's routes for the sync service (``/admin``, and ``/`` leading to it) on the
-    members database at ``members_db_url``; ``settings`` None: from the environment, for a server
-    bound to ``host`` (the public local account exists only on loopback)."""
+    members database at ``members_db_url`` (settings: registry/settings.py ``admin_settings``)."""
     store = MembersStore.from_url(members_db_url)
     events = ChangeEventStore(store)
-    if settings is None:
-        from ..environment import admin_settings
-
-        settings = admin_settings(host=host)
     app = AdminApp(settings, store, events)
     return [
         Route("/", lambda request: RedirectResponse(f"{PREFIX}/", 303)),

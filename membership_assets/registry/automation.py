@@ -8,19 +8,19 @@ import pandas as pd
 from pydantic import Field
 
 from .. import pools
+from ..config import default_schedule_status
 from ..connectors.errors import ApiError
-from ..environment import REGISTRY_SYNC_CRON, SCHEDULE_DEFAULT_STATUS
 from ..limits import max_runtime_tags
 from ..notify.freshness import FRESHNESS_CHECKS
 from ..run_tags import DRY_RUN_TAGS, SOURCE_TAG, mark_dry_run
 from ..warehouse.assets import sync_log_rows
 from ..warehouse.audit import record, run_identity
 from ..warehouse.resources import AuditWarehouse
-from ..warehouse.schema import TABLES
 from .assets import GROUP, delta_preview, guards_md, preview_registry_sync, sync_id_of
 from .delta import apply_in_memory, counts, eligibility_losses
 from .guards import RollbackFigures, Violation, blocking, evaluate_rollback_guards
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
+from .settings import RegistrySettings
 from .store import MembersStore, RollbackError, SyncLogEntry
 from .validation import ACTIVE, SUSPENDED
 
@@ -48,10 +48,10 @@ def registry_preview():
 registry_hourly = dg.ScheduleDefinition(
     name="registry_hourly",
     job=registry_sync,
-    cron_schedule=REGISTRY_SYNC_CRON,
+    cron_schedule=RegistrySettings.load().sync_cron,
     execution_timezone="Atlantic/Reykjavik",
     description="New members can vote, and removed ones cannot, within an hour.",
-    default_status=SCHEDULE_DEFAULT_STATUS,
+    default_status=default_schedule_status(),
 )
 
 ACTIVE_RUN_STATUSES = [
@@ -133,14 +133,7 @@ def _record_rollback(
     applied = store.changes_of(entry.id)
     run = run_identity(context)
     deltas = record(warehouse, "membership_deltas", applied.assign(sync_id=entry.id, dry_run=False), run)
-    log = sync_log_rows(members_db)
-    logged = record(
-        warehouse,
-        "membership_sync_log",
-        log[[c for c in log.columns if c in TABLES["membership_sync_log"].column_names]],
-        run,
-        stamp=False,
-    )
+    logged = record(warehouse, "membership_sync_log", sync_log_rows(members_db), run, stamp=False)
     listed, eligible = store.eligibility_counts()
     rollback = {"source": "rollback", "rollback_of": entry.rolled_back_sync_id, "sync_id": entry.id}
     for key, metadata in (

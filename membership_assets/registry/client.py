@@ -88,8 +88,12 @@ def _nothing_moved(before: list[str | None], after: list[str | None]) -> bool:
     return before[:shared] == after[:shared]
 
 
+MEMBERS_PATH = "api/members/eligible"  # Ekklesia's eligible-members listing (DJANGO_MEMBERS_PATH)
+PAGE_SIZE = 500  # rows per page asked of the registry
+
+
 class DjangoRegistryClient:
-    def __init__(self, api: JsonApiClient, members_path: str = "api/members/eligible", page_size: int = 500):
+    def __init__(self, api: JsonApiClient, members_path: str = MEMBERS_PATH, page_size: int = PAGE_SIZE):
         self.api = api
         self.members_path = members_path
         self.page_size = page_size
@@ -101,8 +105,8 @@ class DjangoRegistryClient:
         base_url: str,
         api_key: str,
         auth_scheme: str = "Token",
-        members_path: str = "api/members/eligible",
-        page_size: int = 500,
+        members_path: str = MEMBERS_PATH,
+        page_size: int = PAGE_SIZE,
         rate_limit: float = 10.0,
         max_attempts: int = 5,
         timeout: float = 60.0,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 
-LOCAL_WEBHOOK_SECRET = "simulated-webhook-secret"  # documented, not a secret: the local default
-LOCAL_API_KEY = "simulated-sync-api-key"
-LOCAL_ADMIN_USER = "admin"  # the local default's admin page account: documented, not a secret
-LOCAL_ADMIN_PASSWORD = "simulated-admin-password"
+from ..settings import (
+    LOCAL_ADMIN_PASSWORD,
+    LOCAL_ADMIN_USER,  # noqa: F401  (the admin page's local account, beside its password)
+    LOCAL_API_KEY,
+    LOCAL_WEBHOOK_SECRET,
+    SIMULATED_AB_TOKEN,
+    SIMULATED_DJANGO_TOKEN,
+)
 
 # One list of everything public that looks like a credential (simulator tokens, Django's stand-in
 # key, the local defaults above, the test suite's and benchmarks' secrets).
@@ -21,8 +25,8 @@ SHIPPED_CONSTANTS: tuple[str, ...] = (
     LOCAL_WEBHOOK_SECRET,
     LOCAL_API_KEY,
     LOCAL_ADMIN_PASSWORD,
-    "simulated-action-builder-token",
-    "simulated-django-token",
+    SIMULATED_AB_TOKEN,
+    SIMULATED_DJANGO_TOKEN,
     "local-registry-stand-in-not-a-secret",
     "test-webhook-secret",
     "test-api-key",

@@ -11,20 +11,11 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+# The change record and its counts are defined in records.py; the sync's steps import them from here.
+from .records import DELTA_COLUMNS, KINDS, counts  # noqa: F401
 from .validation import ACTIVE, REMOVED
 
-FIELDS = ["name", "email", "status"]
-DELTA_COLUMNS = [
-    "kennitala",
-    "change_kind",
-    "old_name",
-    "old_email",
-    "old_status",
-    "new_name",
-    "new_email",
-    "new_status",
-]
-KINDS = ("added", "reinstated", "changed", "removed")
+FIELDS = ["name", "email", "status"]  # what a change may change (MemberChange's old_/new_ pairs)
 
 
 def _frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -115,11 +106,6 @@ def eligibility_losses(delta: pd.DataFrame) -> int:
     if not len(delta):
         return 0
     return int(((delta["old_status"] == ACTIVE) & (delta["new_status"] != ACTIVE)).sum())
-
-
-def counts(delta: pd.DataFrame) -> dict[str, int]:
-    found = delta["change_kind"].value_counts().to_dict() if len(delta) else {}
-    return {k: int(found.get(k, 0)) for k in KINDS}
 
 
 def apply_in_memory(current: pd.DataFrame, delta: pd.DataFrame) -> pd.DataFrame:

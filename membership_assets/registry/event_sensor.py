@@ -8,9 +8,10 @@ import dagster as dg
 
 from ..run_tags import SOURCE_TAG
 from .automation import ACTIVE_RUN_STATUSES, registry_preview, registry_sync
-from .events import SOURCE_API, SOURCE_WEBHOOK, ChangeEventStore, DebouncePolicy, launch_decision, run_key_for
+from .events import SOURCE_API, SOURCE_WEBHOOK, ChangeEventStore, launch_decision, run_key_for
 from .history import ADMIN_SOURCE_PREFIX
 from .resources import MembersDatabase
+from .settings import RegistrySettings
 
 SENSOR_NAME = "registry_change_events"
 # A claim whose run never appeared is re-requested for this long; later the hourly sync covers it.
@@ -84,7 +85,7 @@ def registry_change_events(context: dg.SensorEvaluationContext, members_db: Memb
     if repairs:
         return dg.SensorResult(run_requests=repairs)
     pending = events.pending()
-    waiting = launch_decision(pending, now, DebouncePolicy.from_env())
+    waiting = launch_decision(pending, now, RegistrySettings.load().debounce_policy)
     if waiting:
         return dg.SkipReason(waiting)
     if context.instance.get_run_records(

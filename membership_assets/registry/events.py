@@ -10,7 +10,6 @@ appeared (Dagster drops a run key it has already launched, so nothing runs twice
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -78,14 +77,6 @@ class DebouncePolicy:
 
     quiet_seconds: float = 5.0
     max_wait_seconds: float = 45.0
-
-    @classmethod
-    def from_env(cls) -> DebouncePolicy:
-        d = cls()
-        return cls(
-            quiet_seconds=float(os.getenv("REGISTRY_EVENTS_QUIET_SECONDS", d.quiet_seconds)),
-            max_wait_seconds=float(os.getenv("REGISTRY_EVENTS_MAX_WAIT_SECONDS", d.max_wait_seconds)),
-        )
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    max_removals: int = 500
-    max_removal_fraction: float = 0.20
-    min_population_for_fraction: int = 100
+    """The thresholds' one home (overridable per deployment by REGISTRY_* variables)."""
+
+    max_removals: int = 500  # Entra Connect's default deletion threshold
+    max_removal_fraction: float = 0.20  # Okta's default import safeguard
+    min_population_for_fraction: int = 100  # Okta applies its percentage above 100 users
     max_shrink_fraction: float = 0.20
     max_reject_fraction: float = 0.10
 

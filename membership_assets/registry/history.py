@@ -14,26 +14,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..columns import column_names
 from . import admin_store  # noqa: F401  (registers the admin page's tables with the members schema)
-from .delta import KINDS
+from .records import KINDS, SyncLogEntry
 from .store import changes, rejects, sync_log
 
-LOG_COLUMNS = [
-    "id",
-    "sync_time",
-    "source",
-    "status",
-    "dry_run",
-    "members_fetched",
-    "members_added",
-    "members_reinstated",
-    "members_removed",
-    "members_updated",
-    "members_rejected",
-    "duration_ms",
-    "run_id",
-]
-_STORED = [c for c in LOG_COLUMNS if c != "members_reinstated"]
+# The API's fields of a sync: the log entry's columns, with the reinstatements counted apart from
+# the additions (from the change rows). Its errors are shown only reduced to safe fields (``error``,
+# ``notes``) and the rolled-back sync last, after them.
+_STORED = [c for c in column_names(SyncLogEntry) if c not in ("errors", "rolled_back_sync_id")]
+_AFTER_ADDED = _STORED.index("members_added") + 1
+LOG_COLUMNS = [*_STORED[:_AFTER_ADDED], "members_reinstated", *_STORED[_AFTER_ADDED:]]
 ADMIN_SOURCE_PREFIX = "admin:"  # membership_sync_log.source of a sync an admin asked for
 
 # Who or what started a sync, in words (membership_sync_log.source).

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandas as pd
 
+from ..columns import record_columns
 from ..metadata import md_preview
 from .client import DjangoRegistryClient, RegistryListing
 from .delta import compute_delta, counts, eligibility_losses, protected_from_removal
 from .guards import SyncFigures, Violation, evaluate_guards
+from .records import MemberChange
 from .resources import DjangoRegistryResource, MembersDatabase, RegistrySyncPolicy
 from .store import MembersStore
 from .validation import (
@@ -50,12 +52,7 @@ REJECT_SCHEMA = {
     "status": ("string", "As listed."),
     "reasons": ("string", "Why the row was quarantined, comma-separated."),
 }
-DELTA_SCHEMA = {
-    "kennitala": ("string", _KT),
-    "change_kind": ("string", "added | reinstated | changed | removed"),
-    **{f"old_{f}": ("string", f"{f} before the change") for f in ("name", "email", "status")},
-    **{f"new_{f}": ("string", f"{f} after the change") for f in ("name", "email", "status")},
-}
+DELTA_SCHEMA = {c.name: (c.ui_type, c.description) for c in record_columns(MemberChange)}
 # The member_eligibility view (migrations/versions/0001_baseline.py); a test compares the two.
 ELIGIBILITY_SCHEMA = {
     "kennitala": ("string", _KT),

@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr
 
 from ..connectors.errors import AuthError
 from ..privacy import split_credentials, with_password
-from .client import DjangoRegistryClient
+from .client import MEMBERS_PATH, PAGE_SIZE, DjangoRegistryClient
 from .guards import GuardPolicy
 from .store import MembersStore
 from .validation import DEFAULT_STATUS_MAP, MISSING_STATUS_REJECT
@@ -27,10 +27,8 @@ class DjangoRegistryResource(dg.ConfigurableResource):
     )
     api_key: str = Field(default="", description="API token (DJANGO_API_KEY_PASSWORD).")
     auth_scheme: str = Field(default="Token", description="'Token' (DRF) or 'Bearer'.")
-    members_path: str = Field(
-        default="api/members/eligible", description="Path of the eligible-members listing."
-    )
-    page_size: int = 500
+    members_path: str = Field(default=MEMBERS_PATH, description="Path of the eligible-members listing.")
+    page_size: int = PAGE_SIZE
     whole_list_etag: bool = Field(
         default=False,
         description="The listing's ETag changes with any member (not only its own page): the "
@@ -98,11 +96,12 @@ class MembersDatabase(dg.ConfigurableResource):
 class RegistrySyncPolicy(dg.ConfigurableResource):
     """When a sync must stop and ask a human (overridable per run with allow_* config)."""
 
-    max_removals: int = 500  # Entra Connect's default deletion threshold
-    max_removal_fraction: float = 0.20  # Okta's default import safeguard
-    min_population_for_fraction: int = 100  # Okta applies its percentage above 100 users
-    max_shrink_fraction: float = 0.20
-    max_reject_fraction: float = 0.10
+    # The thresholds' defaults and their sources live on GuardPolicy (guards.py).
+    max_removals: int = GuardPolicy.max_removals
+    max_removal_fraction: float = GuardPolicy.max_removal_fraction
+    min_population_for_fraction: int = GuardPolicy.min_population_for_fraction
+    max_shrink_fraction: float = GuardPolicy.max_shrink_fraction
+    max_reject_fraction: float = GuardPolicy.max_reject_fraction
     status_map: str = Field(
         default=json.dumps(DEFAULT_STATUS_MAP),
         description="JSON map of registry statuses to active/suspended/removed.",

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,20 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from .delta import DELTA_COLUMNS, counts
+from ..columns import Column, column_default, record_columns
+from . import migrate as migrations  # (``migrate`` is ensure_schema's flag)
+from .records import (
+    DELTA_COLUMNS,
+    FIELD_LIMITS,  # validation's limits are the column sizes below
+    KENNITALA_LENGTH,
+    SYNC_ID_LENGTH,
+    MemberChange,
+    SyncLogEntry,
+)
 from .validation import ACTIVE, REMOVED, SUSPENDED
+
+# Column sizes: the limits validation applies (records.FIELD_LIMITS), so no valid row is refused.
+_NAME, _EMAIL, _STATUS = (sa.String(FIELD_LIMITS[f]) for f in ("name", "email", "status"))
 
 # The tables as the code uses them; ``migrate`` brings a database to this shape with versioned
 # Alembic revisions (migrations/versions), which also define the ``member_eligibility`` view.
@@ -31,37 +43,51 @@ metadata = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 TS = sa.DateTime(timezone=True)
 
+
+def record_table_columns(record: type) -> list[sa.Column]:
+    """A table's columns for ``record``'s columns (columns.py), in the members DB's types."""
+    out = []
+    for c in record_columns(record):
+        default = column_default(record, c.name)
+        out.append(
+            sa.Column(
+                c.name,
+                _sql_type(c),
+                primary_key=c.primary_key,
+                nullable=not (c.required or c.primary_key),
+                # A NOT NULL flag a row may leave out defaults in the database as in the record.
+                server_default=(sa.true() if default else sa.false()) if isinstance(default, bool) else None,
+            )
+        )
+    return out
+
+
+def _sql_type(c: Column) -> sa.types.TypeEngine:
+    if c.type == "STRING":
+        return sa.String(c.length) if c.length else sa.Text()
+    return {"INT64": sa.Integer(), "BOOL": sa.Boolean(), "TIMESTAMP": TS, "JSON": JSONType}[c.type]
+
+
 members = sa.Table(
     "members",
     metadata,
-    sa.Column("kennitala", sa.String(10), primary_key=True),
-    sa.Column("name", sa.String(255)),
-    sa.Column("email", sa.String(255)),
-    sa.Column("status", sa.String(50), nullable=False, server_default=ACTIVE),
+    sa.Column("kennitala", sa.String(KENNITALA_LENGTH), primary_key=True),
+    sa.Column("name", _NAME),
+    sa.Column("email", _EMAIL),
+    sa.Column("status", _STATUS, nullable=False, server_default=ACTIVE),
     sa.Column("source", sa.String(50), nullable=False, server_default="django"),
     sa.Column("synced_at", TS),
-    sa.Column("sync_id", sa.String(36)),
+    sa.Column("sync_id", sa.String(SYNC_ID_LENGTH)),
     sa.Column("created_at", TS, server_default=sa.func.current_timestamp()),
     sa.Index("idx_members_status_synced", "status", "synced_at"),
 )
 
+# The sync log and the change history are their records' columns (records.py), plus when the
+# database wrote the row.
 sync_log = sa.Table(
     "membership_sync_log",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("sync_time", TS, nullable=False),
-    sa.Column("source", sa.String(50)),  # scheduled | sensor | manual | rollback
-    sa.Column("status", sa.String(50)),  # success | partial | failed
-    sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("members_fetched", sa.Integer),
-    sa.Column("members_added", sa.Integer),
-    sa.Column("members_removed", sa.Integer),
-    sa.Column("members_updated", sa.Integer),
-    sa.Column("members_rejected", sa.Integer),
-    sa.Column("errors", JSONType),
-    sa.Column("duration_ms", sa.Integer),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("rolled_back_sync_id", sa.String(36)),
+    *record_table_columns(SyncLogEntry),
     sa.Column("created_at", TS, server_default=sa.func.current_timestamp()),
 )
 sa.Index("idx_sync_log_time", sync_log.c.sync_time.desc())
@@ -69,28 +95,21 @@ sa.Index("idx_sync_log_time", sync_log.c.sync_time.desc())
 changes = sa.Table(
     "membership_changes",
     metadata,
-    sa.Column("sync_id", sa.String(36), primary_key=True),
-    sa.Column("kennitala", sa.String(10), primary_key=True),
-    sa.Column("change_kind", sa.String(20), nullable=False),
-    sa.Column("old_name", sa.String(255)),
-    sa.Column("old_email", sa.String(255)),
-    sa.Column("old_status", sa.String(50)),
-    sa.Column("new_name", sa.String(255)),
-    sa.Column("new_email", sa.String(255)),
-    sa.Column("new_status", sa.String(50)),
+    sa.Column("sync_id", sa.String(SYNC_ID_LENGTH), primary_key=True),
+    *record_table_columns(MemberChange),
     sa.Column("changed_at", TS, nullable=False),
 )
 
 rejects = sa.Table(
     "member_rejects",
     metadata,
-    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("sync_id", sa.String(SYNC_ID_LENGTH), primary_key=True),
     sa.Column("row_number", sa.Integer, primary_key=True),
-    sa.Column("kennitala_raw", sa.String(64)),
-    sa.Column("kennitala", sa.String(10)),
-    sa.Column("name", sa.String(255)),
-    sa.Column("email", sa.String(255)),
-    sa.Column("status", sa.String(50)),
+    sa.Column("kennitala_raw", sa.String(FIELD_LIMITS["kennitala_raw"])),
+    sa.Column("kennitala", sa.String(KENNITALA_LENGTH)),
+    sa.Column("name", _NAME),
+    sa.Column("email", _EMAIL),
+    sa.Column("status", _STATUS),
     sa.Column("reasons", sa.Text),
     sa.Column("rejected_at", TS, nullable=False),
 )
@@ -101,20 +120,11 @@ rejects = sa.Table(
 history_owed = sa.Table(
     "warehouse_history_owed",
     metadata,
-    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("sync_id", sa.String(SYNC_ID_LENGTH), primary_key=True),
     sa.Column("recorded_at", TS, nullable=False),
     sa.Column("delivered_at", TS),
     sa.Index("idx_history_owed_pending", "delivered_at", "recorded_at"),
 )
-
-# The longest value validation lets through, per field: exactly what the columns hold, so a row
-# is judged the same on SQLite (which would store anything) and Postgres (which would refuse it).
-FIELD_LIMITS: dict[str, int] = {
-    "kennitala_raw": rejects.c.kennitala_raw.type.length,
-    "name": min(members.c.name.type.length, rejects.c.name.type.length),
-    "email": min(members.c.email.type.length, rejects.c.email.type.length),
-    "status": min(changes.c.new_status.type.length, rejects.c.status.type.length),
-}
 
 APPLIED = ("success", "partial")
 
@@ -125,31 +135,6 @@ class StaleDeltaError(RuntimeError):
 
 class RollbackError(RuntimeError):
     """The requested rollback would not restore a consistent earlier membership."""
-
-
-@dataclass
-class SyncLogEntry:
-    id: str
-    source: str
-    status: str
-    sync_time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    dry_run: bool = False
-    members_fetched: int | None = None
-    members_added: int | None = None
-    members_removed: int | None = None
-    members_updated: int | None = None
-    members_rejected: int | None = None
-    errors: Any = None
-    duration_ms: int | None = None
-    run_id: str | None = None
-    rolled_back_sync_id: str | None = None
-
-    def with_counts(self, delta: pd.DataFrame) -> SyncLogEntry:
-        c = counts(delta)
-        self.members_added = c["added"] + c["reinstated"]
-        self.members_removed = c["removed"]
-        self.members_updated = c["changed"]
-        return self
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -197,30 +182,26 @@ class MembersStore:
         With ``migrate=False`` (production) a database that is not at head is an error naming
         the command that migrates it, so no deploy changes a voting roll's schema unasked.
         """
-        from . import migrate as schema
-
-        target = schema.head()
+        target = migrations.head()
         with self.engine.connect() as conn:
-            current = schema.current_revision(conn)
+            current = migrations.current_revision(conn)
         if current == target:  # the common case: no lock needed
             return current, target
-        schema.check_known(current)
+        migrations.check_known(current)
         if not migrate:
-            raise schema.SchemaMismatchError(
+            raise migrations.SchemaMismatchError(
                 f"the members database is at revision {current or 'none'}, this code needs {target}: "
                 "apply the migrations with `python -m membership_assets migrate`"
             )
         with self.write() as conn:
-            return schema.upgrade_to_head(conn)
+            return migrations.upgrade_to_head(conn)
 
     def drop_schema(self) -> None:
         """Drop every table and view of the application and the migration history (tests only)."""
-        from .migrate import VERSION_TABLE
-
         with self.write() as conn:
             conn.exec_driver_sql("DROP VIEW IF EXISTS member_eligibility")
             metadata.drop_all(conn)
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}")
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:

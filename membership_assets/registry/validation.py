@@ -17,6 +17,7 @@ from stdnum import exceptions as stdnum_errors
 from stdnum.is_ import kennitala as stdnum_kennitala
 
 from ..privacy import pseudonym
+from .records import FIELD_LIMITS
 
 ACTIVE, SUSPENDED, REMOVED = "active", "suspended", "removed"
 
@@ -152,8 +153,6 @@ def _text(value: Any) -> str | None:
 
 def field_limits() -> dict[str, int]:
     """Longest value each field may have: the members database's column sizes (one source)."""
-    from .store import FIELD_LIMITS  # the store imports this module; its tables are the truth
-
     return dict(FIELD_LIMITS)
 
 

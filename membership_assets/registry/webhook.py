@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,7 +42,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from .admin import admin_page
+from ..connectors.ratelimit import ClientRateLimiter
+from .admin import AdminSettings, admin_page
 from .credentials import LOCAL_API_KEY, LOCAL_WEBHOOK_SECRET, is_loopback, weakness
 from .events import (
     PING,
@@ -53,9 +54,10 @@ from .events import (
     ChangeEventStore,
     ReceiverStore,
 )
-from .history import LOG_COLUMNS, sync_rows  # noqa: F401  (LOG_COLUMNS: the API's fields)
+from .history import sync_rows  # its LOG_COLUMNS are the fields of /api/sync/logs
 from .openapi import OPENAPI_PATH, openapi_endpoint
 from .store import MembersStore
+from .sync_server import run
 
 __all__ = ["LOCAL_API_KEY", "LOCAL_WEBHOOK_SECRET"]  # re-exported: the stand-in signs with it
 
@@ -79,7 +81,7 @@ _SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class SyncApiSettings:
-    """Everything the receiver needs; ``environment.sync_api_settings`` reads it from the env."""
+    """Everything the receiver needs; ``registry/settings.py`` reads it from the environment."""
 
     members_db_url: str
     webhook_secret: str
@@ -324,35 +326,6 @@ def rate_key(address: str) -> str:
     if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-class ClientRateLimiter:
-    """Token bucket per client, the ``max_clients`` most recently seen kept: a flood from many
-    addresses forgets the longest-quiet clients one at a time, never everyone's state at once."""
-
-    def __init__(
-        self, rate: float, burst: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ):
-        self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            tokens, since = self._buckets.pop(client, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - since) * self.rate)
-            allowed = tokens >= 1
-            self._buckets[client] = (tokens - 1 if allowed else tokens, now)
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-            return allowed
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def retry_after(self) -> int:
-        return max(1, int(1 / self.rate + 0.999))
 
 
 class RefusalCounter:
@@ -754,7 +727,5 @@ def create_app(
     return app
 
 
-def serve(settings: SyncApiSettings) -> None:
-    from .sync_server import run
-
-    run(create_app(settings, extra_routes=admin_page(settings.members_db_url, host=settings.host)), settings)
+def serve(settings: SyncApiSettings, admin: AdminSettings) -> None:
+    run(create_app(settings, extra_routes=admin_page(settings.members_db_url, admin)), settings)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import requests
 
-from ..environment import (
+from ..action_builder.settings import ActionBuilderSettings
+from ..settings import (
     ACTION_BUILDER_SIM_PORT,
     DJANGO_SIM_PORT,
     SIMULATED_AB_TOKEN,
     SIMULATED_DJANGO_TOKEN,
-    local_rate_limit,
     state_dir,
 )
 from .action_builder import ActionBuilderSimulator
@@ -72,7 +72,10 @@ class LocalSimulators:
             self.reused.append("action_builder")  # `python -m membership_assets simulators` is up
         else:
             self.action_builder = ActionBuilderSimulator(
-                self.ab_data(), token=SIMULATED_AB_TOKEN, rate_limit=local_rate_limit(), port=self.ab_port
+                self.ab_data(),
+                token=SIMULATED_AB_TOKEN,
+                rate_limit=ActionBuilderSettings.load("local").rate_limit,
+                port=self.ab_port,
             ).start()
         if _serving(
             f"http://127.0.0.1:{self.django_port}/api/members/eligible",

@@ -94,8 +94,7 @@ def deliver_owed_history(
     }
     written = {"syncs": len(owed)}
     for table, frame in frames.items():
-        keep = [c for c in frame.columns if c in TABLES[table].column_names]
-        written[table] = warehouse.write(table, frame[keep]) if len(frame) else 0
+        written[table] = warehouse.write(table, frame) if len(frame) else 0
     store.history_delivered(owed)
     return written
 
@@ -116,8 +115,8 @@ def _write(
     frame: pd.DataFrame,
     stamp: bool = True,
 ):
-    keep = [c for c in frame.columns if c in TABLES[table].column_names]
-    written = record(warehouse, table, frame[keep], run_identity(context), stamp=stamp)
+    # Columns the table does not know fail the write (schema.conform): drift is never dropped.
+    written = record(warehouse, table, frame, run_identity(context), stamp=stamp)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,

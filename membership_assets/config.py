@@ -1,0 +1,171 @@
+"""Typed settings from environment variables: the base every domain's settings class shares.
+
+Each field names its variable, type, default and meaning once (``setting``); the reference page
+(``docs/configuration.md``) is generated from these fields, and ``load`` reports every problem of
+a class at once, naming each variable, instead of failing on the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, ClassVar
+
+import dagster as dg
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .settings import is_production, schedules_start_running
+
+_NO_LOCAL_DEFAULT = object()
+
+
+class ConfigError(ValueError):
+    """Every configuration problem at once, each naming its variable."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def setting(
+    variable: str,
+    default: Any = None,
+    *,
+    meaning: str,
+    kind: str,
+    shown_default: str | None = None,
+    local: Any = _NO_LOCAL_DEFAULT,
+    production: bool = False,
+    **constraints: Any,
+) -> Any:
+    """A field read from ``variable``. ``kind`` and ``shown_default`` are what the reference page
+    says; ``local`` is the embedded default's own value where it differs from production's;
+    ``production`` marks what a production deployment must set (deploy/ must name it)."""
+    extra = {"variable": variable, "kind": kind, "production": production}
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
+    if local is not _NO_LOCAL_DEFAULT:
+        extra["local"] = local
+    return Field(
+        default, validation_alias=variable, description=meaning, json_schema_extra=extra, **constraints
+    )
+
+
+_INTEGER = re.compile(r"[0-9]{1,12}")
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
+
+
+def _plain_number(pattern: re.Pattern) -> BeforeValidator:
+    # ASCII digits only: int() accepts "²" and float() accepts "inf"; a blank value means unset.
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not pattern.fullmatch(value):
+                raise ValueError("not a plain number")
+        return value
+
+    return BeforeValidator(check)
+
+
+PlainInt = Annotated[int, _plain_number(_INTEGER)]
+PlainFloat = Annotated[float, _plain_number(_DECIMAL)]
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# NoDecode: a comma-separated list, not the JSON pydantic-settings expects of a tuple.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
+
+
+class Settings(BaseSettings):
+    """Base of the domains' settings classes; ``GROUP`` is their heading on the reference page."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+    GROUP: ClassVar[str] = ""
+
+    @classmethod
+    def load(cls, env: str | None = None):
+        """The environment's values, the embedded default's own defaults when local; raises
+        ``ConfigError`` listing every invalid variable of the class."""
+        local_values = {}
+        if not is_production(env):
+            for name, field in cls.model_fields.items():
+                extra = field.json_schema_extra or {}
+                if "local" in extra and extra["variable"] not in os.environ:
+                    local_values[name] = extra["local"]
+        # Blank numbers and flags mean "unset"; blank strings keep their meaning (e.g. a set but
+        # empty API key is a problem the receiver reports).
+        blank = {
+            f.validation_alias
+            for f in cls.model_fields.values()
+            if f.annotation not in (str, str | None, SecretStr, SecretStr | None)
+            and not os.environ.get(str(f.validation_alias), "x").strip()
+        }
+        saved = {name: os.environ.pop(name) for name in blank}
+        try:
+            return cls(**local_values)
+        except ValidationError as exc:
+            raise ConfigError([cls._problem(e) for e in exc.errors()]) from None
+        finally:
+            os.environ.update(saved)
+
+    @classmethod
+    def load_checked(cls, env: str | None = None):
+        """``(settings, problems)``: the invalid variables' defaults in place, so a caller can add
+        its own checks and report everything at once."""
+        try:
+            return cls.load(env), []
+        except ConfigError as exc:
+            bad = [
+                str(f.validation_alias)
+                for f in cls.model_fields.values()
+                if any(p.startswith(f"{f.validation_alias}=") for p in exc.problems)
+            ]
+            saved = {name: os.environ.pop(name) for name in bad if name in os.environ}
+            try:
+                return cls.load(env), exc.problems
+            finally:
+                os.environ.update(saved)
+
+    @classmethod
+    def _problem(cls, error: dict) -> str:
+        variable = str(error["loc"][0]) if error["loc"] else cls.__name__
+        field = next((f for f in cls.model_fields.values() if f.validation_alias == variable), None)
+        raw = str(error.get("input", ""))
+        shown = raw if len(raw) <= 20 and raw.isascii() and raw.isprintable() else "(unprintable)"
+        if "secret" in (field.json_schema_extra or {}).get("kind", "") if field else False:
+            shown = "(hidden)"
+        bounds = {type(m).__name__: m for m in (field.metadata if field else [])}
+        if field and ("Ge" in bounds or "Gt" in bounds) and "Le" in bounds:
+            low = bounds["Ge"].ge if "Ge" in bounds else bounds["Gt"].gt
+            kind = "an integer" if field.annotation is int else "a number"
+            return f"{variable}={shown} must be {kind} from {low:g} to {bounds['Le'].le:g}"
+        return f"{variable}={shown}: {error['msg'].removeprefix('Value error, ')}"
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        return str(cls.model_fields[field].validation_alias)
+
+    def env_var(self, field: str, fallback: Any = "") -> Any:
+        """``dg.EnvVar`` of a field whose variable is set (read at launch, the UI shows its name
+        only, never the value), else ``fallback``: how secrets and service URLs reach resources."""
+        name = self.variable(field)
+        return dg.EnvVar(name) if os.environ.get(name) else fallback
+
+    def launch_var(self, field: str) -> dg.EnvVar:
+        """``dg.EnvVar`` of a field production requires: unset, the run fails at launch naming it."""
+        return dg.EnvVar(self.variable(field))
+
+    def secret(self, field: str) -> str:
+        value = getattr(self, field)
+        return value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+
+
+def default_schedule_status() -> dg.DefaultScheduleStatus:
+    """Every schedule's state when the code location first loads (MEMBERSHIP_SCHEDULE_STATUS)."""
+    return dg.DefaultScheduleStatus.RUNNING if schedules_start_running() else dg.DefaultScheduleStatus.STOPPED
