@@ -33,6 +33,6 @@ def preflight_settings(env: str | None = None) -> PreflightSettings:
     return PreflightSettings(
         sendgrid_api_url=values.sendgrid_api_url,
         sync_api_url=values.sync_api_url,
-        webhook_secret=ReceiverSettings.load_checked(env)[0].webhook_secret or "",
+        webhook_secret=ReceiverSettings.load_checked(env)[0].secret("webhook_secret"),
         production=is_production(env),
     )

@@ -229,7 +229,7 @@ class RegistrySettings(Settings):
 class ReceiverSettings(Settings):
     GROUP = "Webhook receiver and sync API (`sync-api`)"
 
-    webhook_secret: str | None = setting(
+    webhook_secret: SecretStr | None = setting(
         "REGISTRY_WEBHOOK_SECRET_PASSWORD",
         local=LOCAL_WEBHOOK_SECRET,
         kind="secret (32+ bytes)",
@@ -237,23 +237,21 @@ class ReceiverSettings(Settings):
         meaning="shared secret of Django's signed webhooks and signed API calls (required by `sync-api` in production)",
         production=True,
     )
-    previous_webhook_secret: str = setting(
+    previous_webhook_secret: SecretStr | None = setting(
         "REGISTRY_WEBHOOK_SECRET_PREVIOUS_PASSWORD",
-        "",
         kind="secret",
         shown_default="unset",
         meaning="also accepted during a secret rotation",
     )
-    api_key: str | None = setting(
+    api_key: SecretStr | None = setting(
         "SYNC_API_KEY_PASSWORD",
         local=LOCAL_API_KEY,
         kind="secret",
         shown_default=f"local: `{LOCAL_API_KEY}`",
         meaning="API key of `/api/sync/*` (`X-Api-Key`; production: optional, only signed calls without it)",
     )
-    previous_api_key: str = setting(
+    previous_api_key: SecretStr | None = setting(
         "SYNC_API_KEY_PREVIOUS_PASSWORD",
-        "",
         kind="secret",
         shown_default="unset",
         meaning="also accepted during a key rotation",
@@ -355,16 +353,14 @@ class ReceiverSettings(Settings):
         ge=0.1,
         le=3600,
     )
-    admin_users: str = setting(
+    admin_users: SecretStr | None = setting(
         "SYNC_ADMIN_USERS_PASSWORD",
-        "",
         kind="`name:hash` pairs",
         shown_default=f"local on loopback: `{LOCAL_ADMIN_USER}` / `{LOCAL_ADMIN_PASSWORD}`",
         meaning="the admin page's accounts (hashes from `python -m membership_assets admin-hash`)",
     )
-    admin_session_secret: str = setting(
+    admin_session_secret: SecretStr | None = setting(
         "SYNC_ADMIN_SESSION_SECRET_PASSWORD",
-        "",
         kind="secret (32+ characters)",
         shown_default="random per process",
         meaning="signs admin sessions; required in production when accounts exist, so every replica accepts a session",
@@ -402,14 +398,14 @@ def sync_api_settings(
     except KeyError as exc:
         problems.append(f"{exc.args[0]} is not set (the members database)")
         db_url = ""
-    if receiver.api_key is not None and not receiver.api_key.strip():
+    if receiver.api_key is not None and not receiver.secret("api_key").strip():
         problems.append("SYNC_API_KEY_PASSWORD is set but empty (unset it to accept signed requests only)")
     settings = SyncApiSettings(
         members_db_url=db_url,
-        webhook_secret=receiver.webhook_secret or "",
-        api_key=(receiver.api_key or "").strip(),
-        previous_webhook_secret=receiver.previous_webhook_secret.strip(),
-        previous_api_key=receiver.previous_api_key.strip(),
+        webhook_secret=receiver.secret("webhook_secret"),
+        api_key=receiver.secret("api_key").strip(),
+        previous_webhook_secret=receiver.secret("previous_webhook_secret").strip(),
+        previous_api_key=receiver.secret("previous_api_key").strip(),
         allowed_networks=receiver.allowed_networks,
         trusted_proxies=receiver.trusted_proxies,
         rate_per_second=receiver.rate_per_second,
@@ -440,7 +436,7 @@ def admin_settings(env: str | None = None, host: str = "127.0.0.1") -> AdminSett
         receiver = ReceiverSettings.load(env)
     except ConfigError as exc:
         raise AdminConfigError("; ".join(exc.problems)) from None
-    users = parse_users(receiver.admin_users)
+    users = parse_users(receiver.secret("admin_users"))
     if not users and not production and is_loopback(host):
         users = {LOCAL_ADMIN_USER: hash_password(LOCAL_ADMIN_PASSWORD)}
     elif production or not is_loopback(host):
@@ -449,7 +445,7 @@ def admin_settings(env: str | None = None, host: str = "127.0.0.1") -> AdminSett
             raise AdminConfigError(
                 f"SYNC_ADMIN_USERS_PASSWORD: the password of {', '.join(public)} is the public local default"
             )
-    secret = receiver.admin_session_secret
+    secret = receiver.secret("admin_session_secret")
     if not secret and production and users:
         raise AdminConfigError("SYNC_ADMIN_SESSION_SECRET_PASSWORD is required with admin accounts")
     if secret and (production or not is_loopback(host)) and (problem := weakness(secret)):
