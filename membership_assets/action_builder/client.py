@@ -27,6 +27,8 @@ from ..connectors.ratelimit import RateLimiter
 from .hal import NATIVE_PREFIX, native_id
 
 PER_PAGE_MAX = 25
+# Requests per second per API key (shared/reference/action-builder-api.md §1.5).
+DOCUMENTED_RATE_LIMIT = 4.0
 # Pace just under the documented limit: a strict sliding-window limiter counts arrival times,
 # which jitter by milliseconds, so requests spaced exactly 1/rate apart would draw a 429 now and
 # then. 0.3% keeps >= 99% of the rate where the limiter is lenient (the limiter adapts further).
@@ -168,7 +170,7 @@ class ActionBuilderClient:
         api_token: str,
         base_url: str,
         campaign_id: str,
-        rate_limit: float = 4.0,
+        rate_limit: float = DOCUMENTED_RATE_LIMIT,
         max_attempts: int = 5,
         timeout: float = 30.0,
         log: Any = None,

@@ -11,7 +11,7 @@ from pydantic import Field
 from ..connectors.errors import BadRequestError
 from ..privacy import cipher
 from .checkpoint import ScanCheckpoint
-from .client import ActionBuilderClient, ActionBuilderCredentials, native_id
+from .client import DOCUMENTED_RATE_LIMIT, ActionBuilderClient, ActionBuilderCredentials, native_id
 from .rules import FieldNames
 from .scan import CampaignScanner
 
@@ -28,7 +28,9 @@ class ActionBuilderResource(dg.ConfigurableResource):
     base_url: str = Field(
         default="", description="Override of https://{subdomain}.actionbuilder.org/api/rest/v1."
     )
-    rate_limit: float = Field(default=4.0, description="Requests per second for the whole scan.")
+    rate_limit: float = Field(
+        default=DOCUMENTED_RATE_LIMIT, description="Requests per second for the whole scan."
+    )
     workers: int = Field(default=8, description="Concurrent requests in flight (paced by rate_limit).")
     max_attempts: int = 5
     timeout_seconds: float = 30.0

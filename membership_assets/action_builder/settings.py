@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from ..config import PlainFloat, Settings, setting
 from ..settings import ACTION_BUILDER_SIM_PORT, LOCAL_RATE_LIMIT, SIMULATED_AB_TOKEN, is_production, state_dir
+from .client import DOCUMENTED_RATE_LIMIT
 from .resources import ActionBuilderResource
 from .rules import FieldNames
 
@@ -42,10 +43,10 @@ class ActionBuilderSettings(Settings):
     )
     rate_limit: PlainFloat = setting(
         "ACTION_BUILDER_RATE_LIMIT",
-        4.0,
+        DOCUMENTED_RATE_LIMIT,
         local=LOCAL_RATE_LIMIT,
         kind="requests/second (float)",
-        shown_default=f"`4` (production), `{LOCAL_RATE_LIMIT:g}` (local simulator)",
+        shown_default=f"`{DOCUMENTED_RATE_LIMIT:g}` (production), `{LOCAL_RATE_LIMIT:g}` (local simulator)",
         meaning="the shared pacing of every Action Builder request",
         gt=0,
         le=10_000,

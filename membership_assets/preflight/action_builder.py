@@ -10,7 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..action_builder.client import PER_PAGE_MAX, ActionBuilderClient, ActionBuilderCredentials, native_id
+from ..action_builder.client import (
+    DOCUMENTED_RATE_LIMIT,
+    PER_PAGE_MAX,
+    ActionBuilderClient,
+    ActionBuilderCredentials,
+    native_id,
+)
 from ..action_builder.evidence import (
     NameCheck,
     connection_type_names,
@@ -26,7 +32,6 @@ from .core import Check, fail, ok, safe_error, skip
 
 SYSTEM = "Action Builder"
 PREFLIGHT_SAMPLE = 5  # people whose own connections are read (the scan itself reads 10)
-DOCUMENTED_RATE = 4.0  # requests per second (shared/reference/action-builder-api.md §1.5)
 CREDENTIALS_VAR = "ACTION_BUILDER_CREDENTIALS_PASSWORD"
 NAME_VARS = {
     "unit": "ACTION_BUILDER_UNIT_FIELD",
@@ -241,10 +246,10 @@ def estimate_check(
         + len(relevant)
         + math.ceil(2 * persons / PER_PAGE_MAX)  # per-tag taggings (person + connection)
     )
-    minutes = requests / DOCUMENTED_RATE / 60
+    minutes = requests / DOCUMENTED_RATE_LIMIT / 60
     return ok(
         SYSTEM,
         "full scan estimate",
         f"{entities} entities (~{persons} people, ~{units} units by the pages sampled): ~{requests} "
-        f"requests, ~{minutes:.1f} min at {DOCUMENTED_RATE:g} req/s",
+        f"requests, ~{minutes:.1f} min at {DOCUMENTED_RATE_LIMIT:g} req/s",
     )
