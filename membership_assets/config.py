@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 import dagster as dg
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .settings import is_production, schedules_start_running
@@ -61,6 +62,8 @@ def _plain_number(pattern: re.Pattern) -> BeforeValidator:
     def check(value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip()
+            if not value:
+                raise PydanticUseDefault
             if not pattern.fullmatch(value):
                 raise ValueError("not a plain number")
         return value
@@ -68,8 +71,16 @@ def _plain_number(pattern: re.Pattern) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _flag(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault  # a blank flag means unset
+    return value
+
+
 PlainInt = Annotated[int, _plain_number(_INTEGER)]
 PlainFloat = Annotated[float, _plain_number(_DECIMAL)]
+# One way to read a flag: true/false, 1/0, yes/no, on/off (any case); anything else is refused.
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
 def _csv(value: Any) -> Any:
@@ -89,30 +100,19 @@ class Settings(BaseSettings):
     GROUP: ClassVar[str] = ""
 
     @classmethod
-    def load(cls, env: str | None = None):
-        """The environment's values, the embedded default's own defaults when local; raises
-        ``ConfigError`` listing every invalid variable of the class."""
-        local_values = {}
+    def load(cls, env: str | None = None, **given: Any):
+        """The environment's values, the embedded default's own defaults when local (``given``
+        wins over both); raises ``ConfigError`` listing every invalid variable of the class."""
+        values = {}
         if not is_production(env):
             for name, field in cls.model_fields.items():
                 extra = field.json_schema_extra or {}
                 if "local" in extra and extra["variable"] not in os.environ:
-                    local_values[name] = extra["local"]
-        # Blank numbers and flags mean "unset"; blank strings keep their meaning (e.g. a set but
-        # empty API key is a problem the receiver reports).
-        blank = {
-            f.validation_alias
-            for f in cls.model_fields.values()
-            if f.annotation not in (str, str | None, SecretStr, SecretStr | None)
-            and not os.environ.get(str(f.validation_alias), "x").strip()
-        }
-        saved = {name: os.environ.pop(name) for name in blank}
+                    values[name] = extra["local"]
         try:
-            return cls(**local_values)
+            return cls(**{**values, **given})
         except ValidationError as exc:
             raise ConfigError([cls._problem(e) for e in exc.errors()]) from None
-        finally:
-            os.environ.update(saved)
 
     @classmethod
     def load_checked(cls, env: str | None = None):
@@ -121,16 +121,12 @@ class Settings(BaseSettings):
         try:
             return cls.load(env), []
         except ConfigError as exc:
-            bad = [
-                str(f.validation_alias)
-                for f in cls.model_fields.values()
-                if any(p.startswith(f"{f.validation_alias}=") for p in exc.problems)
-            ]
-            saved = {name: os.environ.pop(name) for name in bad if name in os.environ}
-            try:
-                return cls.load(env), exc.problems
-            finally:
-                os.environ.update(saved)
+            defaults = {
+                name: field.default
+                for name, field in cls.model_fields.items()
+                if any(p.startswith(f"{field.validation_alias}=") for p in exc.problems)
+            }
+            return cls.load(env, **defaults), exc.problems
 
     @classmethod
     def _problem(cls, error: dict) -> str:
@@ -138,8 +134,8 @@ class Settings(BaseSettings):
         field = next((f for f in cls.model_fields.values() if f.validation_alias == variable), None)
         raw = str(error.get("input", ""))
         shown = raw if len(raw) <= 20 and raw.isascii() and raw.isprintable() else "(unprintable)"
-        if "secret" in (field.json_schema_extra or {}).get("kind", "") if field else False:
-            shown = "(hidden)"
+        if field is not None and "secret" in (field.json_schema_extra or {}).get("kind", ""):
+            shown = "(hidden)"  # an invalid secret is still a secret
         bounds = {type(m).__name__: m for m in (field.metadata if field else [])}
         if field and ("Ge" in bounds or "Gt" in bounds) and "Le" in bounds:
             low = bounds["Ge"].ge if "Ge" in bounds else bounds["Gt"].gt

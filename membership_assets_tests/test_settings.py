@@ -79,3 +79,15 @@ def test_guard_defaults_live_once():
 
     assert RegistrySyncPolicy().guard_policy == GuardPolicy()
     assert RegistrySettings.load("local").registry_policy().guard_policy == GuardPolicy()
+
+
+def test_a_blank_number_or_flag_means_unset(monkeypatch):
+    from membership_assets.registry.webhook import SyncApiSettings
+
+    monkeypatch.setenv("SYNC_API_RATE_LIMIT", " ")
+    monkeypatch.setenv("ACTION_BUILDER_APPLY_REPAIRS", "")
+    monkeypatch.setenv("ACTION_BUILDER_RATE_LIMIT", "")
+    default = SyncApiSettings(members_db_url="", webhook_secret="").rate_per_second
+    assert ReceiverSettings.load().rate_per_second == default
+    assert ActionBuilderSettings.load("production").apply_repairs is False
+    assert ActionBuilderSettings.load("production").rate_limit == 4.0

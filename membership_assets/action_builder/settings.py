@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ..config import PlainFloat, Settings, setting
+from ..config import Flag, PlainFloat, Settings, setting
 from ..settings import ACTION_BUILDER_SIM_PORT, LOCAL_RATE_LIMIT, SIMULATED_AB_TOKEN, is_production, state_dir
 from .client import DOCUMENTED_RATE_LIMIT
 from .resources import ActionBuilderResource
@@ -51,14 +51,14 @@ class ActionBuilderSettings(Settings):
         gt=0,
         le=10_000,
     )
-    apply_deletions: bool = setting(
+    apply_deletions: Flag = setting(
         "ACTION_BUILDER_APPLY_DELETIONS",
         False,
         kind="boolean (`true`/`1`/`yes`)",
         shown_default="false",
         meaning="lets the schedules delete outdated taggings for real (otherwise their cleanup is a dry run)",
     )
-    apply_repairs: bool = setting(
+    apply_repairs: Flag = setting(
         "ACTION_BUILDER_APPLY_REPAIRS",
         False,
         kind="boolean (`true`/`1`/`yes`)",

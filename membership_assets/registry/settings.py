@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 from pydantic import SecretStr
 
-from ..config import CommaList, ConfigError, PlainFloat, PlainInt, Settings, setting
+from ..config import CommaList, ConfigError, Flag, PlainFloat, PlainInt, Settings, setting
 from ..privacy import with_password
 from ..settings import (
     DJANGO_SIM_PORT,
@@ -72,7 +72,7 @@ class RegistrySettings(Settings):
     members_path: str = setting(
         "DJANGO_MEMBERS_PATH", MEMBERS_PATH, kind="path", meaning="the members listing under `DJANGO_API_URL`"
     )
-    whole_list_etag: bool = setting(
+    whole_list_etag: Flag = setting(
         "DJANGO_WHOLE_LIST_ETAG",
         False,
         kind="boolean (`true`)",
