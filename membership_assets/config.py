@@ -93,6 +93,18 @@ def _csv(value: Any) -> Any:
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 
 
+_SECRETS = (SecretStr, SecretStr | None)
+
+
+def _unset(variable: str, annotation: Any) -> bool:
+    """Absent, or blank where blank means unset: everything but a secret, where a set but empty
+    value is itself a problem to report (the receiver refuses an empty key)."""
+    value = os.environ.get(variable)
+    if value is None:
+        return True
+    return not value.strip() and annotation not in _SECRETS
+
+
 class Settings(BaseSettings):
     """Base of the domains' settings classes; ``GROUP`` is their heading on the reference page."""
 
@@ -107,7 +119,7 @@ class Settings(BaseSettings):
         if not is_production(env):
             for name, field in cls.model_fields.items():
                 extra = field.json_schema_extra or {}
-                if "local" in extra and extra["variable"] not in os.environ:
+                if "local" in extra and _unset(extra["variable"], field.annotation):
                     values[name] = extra["local"]
         try:
             return cls(**{**values, **given})
@@ -134,7 +146,9 @@ class Settings(BaseSettings):
         field = next((f for f in cls.model_fields.values() if f.validation_alias == variable), None)
         raw = str(error.get("input", ""))
         shown = raw if len(raw) <= 20 and raw.isascii() and raw.isprintable() else "(unprintable)"
-        if field is not None and "secret" in (field.json_schema_extra or {}).get("kind", ""):
+        if field is not None and (
+            field.annotation in _SECRETS or "secret" in (field.json_schema_extra or {}).get("kind", "")
+        ):
             shown = "(hidden)"  # an invalid secret is still a secret
         bounds = {type(m).__name__: m for m in (field.metadata if field else [])}
         if field and ("Ge" in bounds or "Gt" in bounds) and "Le" in bounds:
@@ -151,7 +165,7 @@ class Settings(BaseSettings):
         """``dg.EnvVar`` of a field whose variable is set (read at launch, the UI shows its name
         only, never the value), else ``fallback``: how secrets and service URLs reach resources."""
         name = self.variable(field)
-        return dg.EnvVar(name) if os.environ.get(name) else fallback
+        return dg.EnvVar(name) if os.environ.get(name, "").strip() else fallback
 
     def launch_var(self, field: str) -> dg.EnvVar:
         """``dg.EnvVar`` of a field production requires: unset, the run fails at launch naming it."""

@@ -13,7 +13,6 @@ from .preflight import job as preflight
 from .registry import definitions as registry
 from .scratch import RunScratchIOManager, ScratchSettings
 from .warehouse import definitions as warehouse
-from .warehouse.settings import WarehouseSettings
 
 DOMAINS = (action_builder, registry, warehouse, notify)
 
@@ -30,7 +29,7 @@ def resources_for(env: str | None = None) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     # Scratch in Cloud Storage uses the warehouse's service account (or ADC).
-    credentials = WarehouseSettings.load(env).env_var("credentials")
+    credentials = getattr(merged["warehouse"], "credentials_json", "")
     return {**merged, "io_manager": ScratchSettings.load(env).io_manager(env, credentials)}
 
 

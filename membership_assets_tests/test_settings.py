@@ -91,3 +91,16 @@ def test_a_blank_number_or_flag_means_unset(monkeypatch):
     assert ReceiverSettings.load().rate_per_second == default
     assert ActionBuilderSettings.load("production").apply_repairs is False
     assert ActionBuilderSettings.load("production").rate_limit == 4.0
+
+
+def test_a_blank_variable_keeps_the_embedded_defaults_own_value(monkeypatch, tmp_path):
+    from membership_assets.settings import DJANGO_SIM_PORT
+
+    monkeypatch.setenv("MEMBERSHIP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("ACTION_BUILDER_RATE_LIMIT", "")
+    monkeypatch.setenv("DJANGO_API_URL", " ")
+    assert ActionBuilderSettings.load("local").rate_limit == LOCAL_RATE_LIMIT
+    assert resources_for("local")["django"].base_url == f"http://127.0.0.1:{DJANGO_SIM_PORT}"
+    # A secret set but empty stays empty: the receiver reports it instead of using the default.
+    monkeypatch.setenv("SYNC_API_KEY_PASSWORD", "")
+    assert ReceiverSettings.load("local").secret("api_key") == ""

@@ -17,23 +17,21 @@ action_builder_tag_sync = dg.define_asset_job(
 )
 
 
-def _tags(mode: str) -> dict[str, str]:
-    """The side effects' dry run shows in the runs list (the scan and report are real either way)."""
+def _run_request(mode: str) -> dg.RunRequest:
+    """A scan in ``mode``; deletions and repairs live only when the deployment opts in
+    explicitly, and their dry run shows in the runs list (the scan and report are real either way)."""
     opted_in = ActionBuilderSettings.load()
     live = opted_in.apply_deletions or opted_in.apply_repairs
-    return {"membership/mode": mode, **({} if live else {DRY_RUN_TAG: "true"})}
-
-
-def _run_config(mode: str) -> dict:
-    # Live deletions and repairs on a schedule only when the deployment opts in explicitly.
-    opted_in = ActionBuilderSettings.load()
-    return {
-        "ops": {
-            "action_builder_campaign": {"config": {"mode": mode}},
-            "outdated_tagging_deletions": {"config": {"dry_run": not opted_in.apply_deletions}},
-            "planned_tag_repairs": {"config": {"dry_run": not opted_in.apply_repairs}},
-        }
-    }
+    return dg.RunRequest(
+        run_config={
+            "ops": {
+                "action_builder_campaign": {"config": {"mode": mode}},
+                "outdated_tagging_deletions": {"config": {"dry_run": not opted_in.apply_deletions}},
+                "planned_tag_repairs": {"config": {"dry_run": not opted_in.apply_repairs}},
+            }
+        },
+        tags={"membership/mode": mode, **({} if live else {DRY_RUN_TAG: "true"})},
+    )
 
 
 @dg.schedule(
@@ -45,7 +43,7 @@ def _run_config(mode: str) -> dict:
 )
 def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
     """People modified since the last successful run."""
-    return dg.RunRequest(run_config=_run_config("incremental"), tags=_tags("incremental"))
+    return _run_request("incremental")
 
 
 @dg.schedule(
@@ -57,4 +55,4 @@ def action_builder_daily_incremental(context: dg.ScheduleEvaluationContext):
 )
 def action_builder_monthly_full(context: dg.ScheduleEvaluationContext):
     """Everyone in the campaign, as the reference script did on the 1st of the month."""
-    return dg.RunRequest(run_config=_run_config("full"), tags=_tags("full"))
+    return _run_request("full")

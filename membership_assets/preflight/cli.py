@@ -62,8 +62,10 @@ def configuration_failure(system: str, exc: Exception, also_unset: tuple[str, ..
 
 def _unset_optional_secrets(system: str) -> tuple[str, ...]:
     """Variables a resource reads only when set, but of which the system needs one."""
+    if system != "registry":
+        return ()
     registry = RegistrySettings.load_checked()[0]
-    if system == "registry" and not (registry.django_password or registry.django_api_key):
+    if not (registry.django_password or registry.django_api_key):
         return (RegistrySettings.variable("django_api_key"),)  # or DJANGO_API_PASSWORD: either is the token
     return ()
 
